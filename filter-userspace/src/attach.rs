@@ -1,0 +1,336 @@
+//! Loading the program once, attaching it to interfaces through pinned bpf_links (so it keeps
+//! enforcing after we exit), detaching, and reporting what is attached.
+
+use std::ffi::CString;
+use std::os::fd::AsFd;
+
+use anyhow::{bail, Context, Result};
+use aya::maps::{Array, MapData, PerCpuArray, PerCpuValues};
+use aya::programs::links::FdLink;
+use aya::programs::{ProgramInfo, Xdp, XdpMode};
+use aya::util::nr_cpus;
+use aya::EbpfLoader;
+use aya_obj::programs::XdpAttachType;
+use filter_common::{Attachment, Counter, FilterConfig, MAX_IFINDEX, MAX_INTERFACES, REASON_SLOTS};
+use tracing::debug;
+
+use crate::lists::create_record_maps;
+use crate::pins::{PinDir, ATTACHMENTS};
+
+/// How to attach: `Auto` tries native (driver) XDP and falls back to generic (skb) XDP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    Auto,
+    Native,
+    Skb,
+}
+
+const MODE_NATIVE: u32 = 1;
+const MODE_SKB: u32 = 2;
+
+pub fn mode_name(mode: u32) -> &'static str {
+    match mode {
+        MODE_NATIVE => "native",
+        MODE_SKB => "skb",
+        _ => "?",
+    }
+}
+
+pub fn ifindex(name: &str) -> Option<u32> {
+    let c = CString::new(name).ok()?;
+    // SAFETY: valid C string.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (idx != 0).then_some(idx)
+}
+
+/// RLIMIT_MEMLOCK is irrelevant on kernels with memcg accounting (5.11+) and raising it fails
+/// without CAP_SYS_RESOURCE, so a failure is only worth a debug line.
+fn raise_memlock() {
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit with a valid struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
+        debug!(
+            "setrlimit(RLIMIT_MEMLOCK) failed: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// Load and pin the program and its maps unless already pinned.
+fn ensure_loaded(pins: &PinDir) -> Result<()> {
+    if pins.is_loaded() {
+        return Ok(());
+    }
+    raise_memlock();
+    let mut ebpf = EbpfLoader::new()
+        .default_map_pin_directory(pins.maps_dir())
+        .load(crate::XDP_OBJECT)
+        .context("loading the XDP object (maps)")?;
+    let prog: &mut Xdp = ebpf
+        .program_mut("floodgate")
+        .context("the XDP object has no `floodgate` program")?
+        .try_into()?;
+    prog.load().context("the kernel rejected the XDP program")?;
+    prog.pin(pins.prog())
+        .with_context(|| format!("cannot pin {}", pins.prog().display()))?;
+    create_record_maps(pins)?;
+    if !pins.map(ATTACHMENTS).exists() {
+        Array::<MapData, Attachment>::create(MAX_INTERFACES, 0)?
+            .pin(pins.map(ATTACHMENTS))
+            .context("cannot pin the attachments map")?;
+    }
+    Ok(())
+}
+
+fn attachments(pins: &PinDir) -> Result<Array<MapData, Attachment>> {
+    Ok(Array::try_from(aya::maps::Map::Array(
+        pins.open_map(ATTACHMENTS)?,
+    ))?)
+}
+
+/// One attached interface as recorded in the pinned state.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AttachedIface {
+    pub slot: u32,
+    pub name: String,
+    pub ifindex: u32,
+    pub mode: &'static str,
+    /// False when the interface has gone (or been recreated with another index).
+    pub present: bool,
+}
+
+pub fn attached(pins: &PinDir) -> Result<Vec<AttachedIface>> {
+    if !pins.map(ATTACHMENTS).exists() {
+        return Ok(Vec::new());
+    }
+    let map = attachments(pins)?;
+    let mut out = Vec::new();
+    for slot in 1..MAX_INTERFACES {
+        let a = map.get(&slot, 0)?;
+        if a.mode == 0 {
+            continue;
+        }
+        let name = String::from_utf8_lossy(&a.name)
+            .trim_end_matches('\0')
+            .to_string();
+        let present = ifindex(&name) == Some(a.ifindex);
+        out.push(AttachedIface {
+            slot,
+            name,
+            ifindex: a.ifindex,
+            mode: mode_name(a.mode),
+            present,
+        });
+    }
+    Ok(out)
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum AttachOutcome {
+    Attached { mode: &'static str },
+    AlreadyAttached { mode: &'static str },
+}
+
+/// Attach to every interface in `ifaces`; all names are checked before anything changes.
+pub fn attach(
+    pins: &PinDir,
+    ifaces: &[String],
+    mode: Mode,
+) -> Result<Vec<(String, AttachOutcome)>> {
+    let mut targets = Vec::new();
+    for name in ifaces {
+        if name.len() >= 16 {
+            bail!(crate::error::UsageError(format!(
+                "interface name '{name}' is longer than 15 characters"
+            )));
+        }
+        let idx = ifindex(name)
+            .with_context(|| format!("interface '{name}' does not exist (see `ip link`)"))?;
+        targets.push((name.clone(), idx));
+    }
+    let _lock = pins.lock()?;
+    ensure_loaded(pins)?;
+    let mut prog = Xdp::from_pin(pins.prog(), XdpAttachType::Interface)
+        .context("cannot open the pinned program")?;
+    let mut table = attachments(pins)?;
+    let mut out = Vec::new();
+    for (name, idx) in targets {
+        let existing = attached(pins)?.into_iter().find(|a| a.name == name);
+        if let Some(a) = &existing {
+            if a.present && pins.link(&name).exists() {
+                out.push((name, AttachOutcome::AlreadyAttached { mode: a.mode }));
+                continue;
+            }
+            // Interface recreated or pin lost: forget the stale record and attach afresh.
+            forget(pins, &mut table, a)?;
+        }
+        let (link_id, got) = match mode {
+            Mode::Native => (
+                prog.attach(&name, XdpMode::Driver)
+                    .with_context(|| native_hint(&name))?,
+                MODE_NATIVE,
+            ),
+            Mode::Skb => (
+                prog.attach(&name, XdpMode::Skb)
+                    .with_context(|| format!("attaching to {name} in skb mode"))?,
+                MODE_SKB,
+            ),
+            Mode::Auto => match prog.attach(&name, XdpMode::Driver) {
+                Ok(id) => (id, MODE_NATIVE),
+                Err(e) => {
+                    debug!("native XDP on {name} failed ({e}); trying skb mode");
+                    (
+                        prog.attach(&name, XdpMode::Skb).with_context(|| {
+                            format!("attaching to {name} (native and skb mode both failed)")
+                        })?,
+                        MODE_SKB,
+                    )
+                }
+            },
+        };
+        let link = prog.take_link(link_id)?;
+        let link = FdLink::try_from(link).context("the kernel gave a netlink attachment, which cannot be pinned; floodgate needs bpf_link support (Linux 5.9+)")?;
+        link.pin(pins.link(&name))
+            .with_context(|| format!("cannot pin the link for {name}"))?;
+        let slot = (1..MAX_INTERFACES)
+            .find(|s| table.get(s, 0).map(|a| a.mode == 0).unwrap_or(false))
+            .context(
+                "no free interface slot: floodgate counts at most 63 interfaces; detach one first",
+            )?;
+        let mut rec = Attachment {
+            ifindex: idx,
+            mode: got,
+            name: [0; 16],
+        };
+        rec.name[..name.len()].copy_from_slice(name.as_bytes());
+        table.set(slot, rec, 0)?;
+        reset_counters(pins, slot)?;
+        set_iface_slot(pins, idx, slot)?;
+        out.push((
+            name,
+            AttachOutcome::Attached {
+                mode: mode_name(got),
+            },
+        ));
+    }
+    Ok(out)
+}
+
+fn native_hint(name: &str) -> String {
+    format!("native XDP is not available on {name} (its driver lacks XDP support); use --mode skb or --mode auto")
+}
+
+fn set_iface_slot(pins: &PinDir, ifindex: u32, slot: u32) -> Result<()> {
+    if ifindex >= MAX_IFINDEX {
+        tracing::warn!(
+            "ifindex {ifindex} is beyond {MAX_IFINDEX}: its packets are counted under 'other'"
+        );
+        return Ok(());
+    }
+    let mut slots: Array<MapData, u32> =
+        Array::try_from(aya::maps::Map::Array(pins.open_map("IFACE_SLOTS")?))?;
+    slots.set(ifindex, slot, 0)?;
+    Ok(())
+}
+
+fn reset_counters(pins: &PinDir, slot: u32) -> Result<()> {
+    let mut counters: PerCpuArray<MapData, Counter> =
+        PerCpuArray::try_from(aya::maps::Map::PerCpuArray(pins.open_map("COUNTERS")?))?;
+    let cpus = nr_cpus().map_err(|(_, e)| e)?;
+    for r in 0..REASON_SLOTS {
+        let zeros = PerCpuValues::try_from(vec![Counter::default(); cpus])?;
+        counters.set(slot * REASON_SLOTS + r, zeros, 0)?;
+    }
+    Ok(())
+}
+
+/// Drop the link pin (which detaches) and the slot of one attachment.
+fn forget(pins: &PinDir, table: &mut Array<MapData, Attachment>, a: &AttachedIface) -> Result<()> {
+    let link = pins.link(&a.name);
+    if link.exists() {
+        std::fs::remove_file(&link).with_context(|| format!("cannot remove {}", link.display()))?;
+    }
+    table.set(a.slot, Attachment::default(), 0)?;
+    if a.ifindex < MAX_IFINDEX {
+        let mut slots: Array<MapData, u32> =
+            Array::try_from(aya::maps::Map::Array(pins.open_map("IFACE_SLOTS")?))?;
+        if slots.get(&a.ifindex, 0)? == a.slot {
+            slots.set(a.ifindex, 0, 0)?;
+        }
+    }
+    Ok(())
+}
+
+/// Detach the named interfaces; returns the names that were not attached.
+pub fn detach(pins: &PinDir, ifaces: &[String]) -> Result<Vec<String>> {
+    if !pins.is_loaded() {
+        return Ok(ifaces.to_vec());
+    }
+    let _lock = pins.lock()?;
+    let mut table = attachments(pins)?;
+    let current = attached(pins)?;
+    let mut missing = Vec::new();
+    for name in ifaces {
+        match current.iter().find(|a| &a.name == name) {
+            Some(a) => forget(pins, &mut table, a)?,
+            None => missing.push(name.clone()),
+        }
+    }
+    Ok(missing)
+}
+
+/// Detach everything and remove all pins: the program and every map go away.
+pub fn detach_all(pins: &PinDir) -> Result<Vec<String>> {
+    if !pins.root().exists() {
+        return Ok(Vec::new());
+    }
+    let lock = pins.lock()?;
+    let names = if pins.map(ATTACHMENTS).exists() {
+        attached(pins)?.into_iter().map(|a| a.name).collect()
+    } else {
+        Vec::new()
+    };
+    drop(lock);
+    std::fs::remove_dir_all(pins.root())
+        .with_context(|| format!("cannot remove {}", pins.root().display()))?;
+    Ok(names)
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct ProgramStatus {
+    pub program_id: u32,
+    pub interfaces: Vec<AttachedIface>,
+}
+
+pub fn program_status(pins: &PinDir) -> Result<Option<ProgramStatus>> {
+    if !pins.is_loaded() {
+        return Ok(None);
+    }
+    let info = ProgramInfo::from_pin(pins.prog()).context("cannot read the pinned program")?;
+    Ok(Some(ProgramStatus {
+        program_id: info.id(),
+        interfaces: attached(pins)?,
+    }))
+}
+
+pub fn read_config(pins: &PinDir) -> Result<FilterConfig> {
+    let map: Array<MapData, FilterConfig> =
+        Array::try_from(aya::maps::Map::Array(pins.open_map("CONFIG")?))?;
+    Ok(map.get(&0, 0)?)
+}
+
+pub fn write_config(pins: &PinDir, config: FilterConfig) -> Result<()> {
+    let _lock = pins.lock()?;
+    let mut map: Array<MapData, FilterConfig> =
+        Array::try_from(aya::maps::Map::Array(pins.open_map("CONFIG")?))?;
+    map.set(0, config, 0)?;
+    Ok(())
+}
+
+/// The map's fd, for raw syscalls in tests and benches.
+pub fn map_fd(map: &MapData) -> std::os::fd::BorrowedFd<'_> {
+    map.fd().as_fd()
+}

@@ -1,0 +1,123 @@
+//! Command-line interface (clap derive).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::attach::Mode;
+use crate::pins::DEFAULT_PIN_DIR;
+
+/// floodgate: an XDP packet filter that drops blocklisted and malformed traffic at the driver.
+///
+/// The filter keeps enforcing after this command exits; run `floodgate status` to see it.
+#[derive(Parser, Debug)]
+#[command(name = "floodgate", version, propagate_version = true)]
+pub struct Cli {
+    /// Where the program, maps and links are pinned (must be on bpffs).
+    #[arg(long, global = true, env = "FLOODGATE_PIN_DIR", default_value = DEFAULT_PIN_DIR)]
+    pub pin_dir: PathBuf,
+
+    /// More detail on stderr (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Attach the filter to interfaces (loads and pins it on first use).
+    Attach {
+        #[arg(required = true, value_name = "IFACE")]
+        interfaces: Vec<String>,
+        /// native: in the driver; skb: generic, works everywhere, slower; auto: native, else skb.
+        #[arg(long, value_enum, default_value_t = Mode::Auto)]
+        mode: Mode,
+    },
+    /// Detach the filter from interfaces; with --all also remove every pin (lists included).
+    Detach {
+        #[arg(
+            value_name = "IFACE",
+            required_unless_present = "all",
+            conflicts_with = "all"
+        )]
+        interfaces: Vec<String>,
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show attached interfaces, list sizes and map fill levels.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage the blocklist: sources that are dropped.
+    Block(ListArgs),
+    /// Manage the allowlist: sources that always pass, even if blocklisted.
+    Allow(ListArgs),
+    /// Packets and bytes per interface and reason.
+    Stats {
+        /// Redraw per-second rates in place until interrupted.
+        #[arg(long)]
+        watch: bool,
+        #[arg(long)]
+        json: bool,
+        /// Seconds between redraws with --watch.
+        #[arg(long, default_value_t = 1.0, value_parser = parse_interval)]
+        interval: f64,
+        /// Stop --watch after this many redraws.
+        #[arg(long)]
+        count: Option<u64>,
+    },
+    /// Show or change the policy for truncated or malformed IP packets.
+    Policy {
+        #[arg(long, value_enum)]
+        malformed: Option<MalformedArg>,
+    },
+}
+
+fn parse_interval(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.1..=3600.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "'{s}' is not an interval between 0.1 and 3600 seconds"
+        )),
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum MalformedArg {
+    Drop,
+    Pass,
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    #[command(subcommand)]
+    pub action: ListAction,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ListAction {
+    /// Add addresses or CIDRs (IPv4 or IPv6).
+    Add {
+        #[arg(required = true, value_name = "CIDR")]
+        entries: Vec<String>,
+    },
+    /// Remove entries exactly as they were added.
+    Del {
+        #[arg(required = true, value_name = "CIDR")]
+        entries: Vec<String>,
+    },
+    /// Print every entry, one per line (a valid list file).
+    List,
+    /// Add every entry of a file (one per line, `#` comments); any bad line changes nothing.
+    Load {
+        file: PathBuf,
+        /// Make the list exactly the file's entries (entries not in the file are removed).
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Remove every entry.
+    Flush,
+}

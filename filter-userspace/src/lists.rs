@@ -1,0 +1,300 @@
+//! Allow and block lists: the operator's entries are kept in record maps (the source of truth,
+//! so `list` and `del` work after the controller exited), compiled, and applied to the maps the
+//! XDP program reads in an order that never opens a window for an entry that stays listed.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::os::fd::AsFd;
+
+use anyhow::{bail, Context, Result};
+use aya::maps::{HashMap as BpfHashMap, MapData};
+use filter_common::{
+    HostBitmap, ListKind, V4PrefixKey, V6Block, V6PrefixKey, RECORDS_CAPACITY, V4_HOSTS_CAPACITY,
+    V4_SUMMARY_WORDS, V6_BLOCKS_CAPACITY, V6_FILTER32_WORDS, V6_LONG_CAPACITY, V6_SUMMARY16_WORDS,
+};
+
+use crate::cidr::Prefix;
+use crate::compile::{compile_v4, compile_v6, filter_mask, summary_mask};
+use crate::pins::{records_map, PinDir};
+use crate::rawmap::{delete_batch, lookup_all, update_batch, MappedWords};
+
+const BPF_F_NO_PREALLOC: u32 = 1;
+
+fn hosts_map(kind: ListKind) -> &'static str {
+    match kind {
+        ListKind::Allow => "ALLOW_V4_HOSTS",
+        ListKind::Block => "BLOCK_V4_HOSTS",
+    }
+}
+
+fn v6_blocks_map(kind: ListKind) -> &'static str {
+    match kind {
+        ListKind::Allow => "ALLOW_V6_BLOCKS",
+        ListKind::Block => "BLOCK_V6_BLOCKS",
+    }
+}
+
+fn v6_long_map(kind: ListKind) -> &'static str {
+    match kind {
+        ListKind::Allow => "ALLOW_V6_LONG",
+        ListKind::Block => "BLOCK_V6_LONG",
+    }
+}
+
+/// Create the record maps on first load (the program does not declare them).
+pub fn create_record_maps(pins: &PinDir) -> Result<()> {
+    for kind in ListKind::ALL {
+        for v6 in [false, true] {
+            let name = records_map(kind, v6);
+            let path = pins.map(name);
+            if path.exists() {
+                continue;
+            }
+            let pinned = if v6 {
+                BpfHashMap::<MapData, V6PrefixKey, u8>::create(RECORDS_CAPACITY, BPF_F_NO_PREALLOC)?
+                    .pin(&path)
+            } else {
+                BpfHashMap::<MapData, V4PrefixKey, u8>::create(RECORDS_CAPACITY, BPF_F_NO_PREALLOC)?
+                    .pin(&path)
+            };
+            pinned.with_context(|| format!("cannot pin {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Every entry of one list, sorted.
+pub fn read(pins: &PinDir, kind: ListKind) -> Result<BTreeSet<Prefix>> {
+    let mut out = BTreeSet::new();
+    let v4 = pins.open_map(records_map(kind, false))?;
+    for (k, _) in lookup_all::<V4PrefixKey, u8>(v4.fd().as_fd())? {
+        out.insert(Prefix::from_v4_key(&k));
+    }
+    let v6 = pins.open_map(records_map(kind, true))?;
+    for (k, _) in lookup_all::<V6PrefixKey, u8>(v6.fd().as_fd())? {
+        out.insert(Prefix::from_v6_key(&k));
+    }
+    Ok(out)
+}
+
+/// What a change did, for the operator.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Change {
+    pub added: usize,
+    pub removed: usize,
+    pub total: usize,
+}
+
+/// Replace list `kind` by `edit(current)`: validate capacity, then write records, then the
+/// compiled structures (additions before the summary, removals after it).
+pub fn update(
+    pins: &PinDir,
+    kind: ListKind,
+    edit: impl FnOnce(&mut BTreeSet<Prefix>) -> Result<()>,
+) -> Result<Change> {
+    pins.require_loaded()?;
+    let old = read(pins, kind)?;
+    let mut new = old.clone();
+    edit(&mut new)?;
+
+    let v4: Vec<(u32, u8)> = new
+        .iter()
+        .filter_map(|p| match *p {
+            Prefix::V4 { addr, len } => Some((addr, len)),
+            Prefix::V6 { .. } => None,
+        })
+        .collect();
+    let v6: Vec<(u128, u8)> = new
+        .iter()
+        .filter_map(|p| match *p {
+            Prefix::V6 { addr, len } => Some((addr, len)),
+            Prefix::V4 { .. } => None,
+        })
+        .collect();
+    let cap = RECORDS_CAPACITY as usize;
+    if v4.len() > cap || v6.len() > cap {
+        bail!(
+            "the {} list would hold {} IPv4 and {} IPv6 entries; each family holds at most {cap}: remove entries or aggregate them into shorter prefixes",
+            kind.name(),
+            v4.len(),
+            v6.len()
+        );
+    }
+    let c4 = compile_v4(kind, v4);
+    let c6 = compile_v6(kind, v6);
+    for (what, n, max) in [
+        (
+            "IPv4 /24 blocks with prefixes longer than /24",
+            c4.hosts.len(),
+            V4_HOSTS_CAPACITY,
+        ),
+        ("IPv6 /32 blocks", c6.blocks.len(), V6_BLOCKS_CAPACITY),
+        (
+            "IPv6 prefixes longer than /32",
+            c6.long.len(),
+            V6_LONG_CAPACITY,
+        ),
+    ] {
+        if n > max as usize {
+            bail!(
+                "the {} list would need {n} {what}, more than its map holds ({max}): nothing was changed; aggregate entries into shorter prefixes",
+                kind.name()
+            );
+        }
+    }
+
+    // Records first: they are what `list` shows and what the next change starts from.
+    let added: Vec<Prefix> = new.difference(&old).copied().collect();
+    let removed: Vec<Prefix> = old.difference(&new).copied().collect();
+    write_records(pins, kind, &added, true)?;
+
+    // Exact structures: upsert, then summaries, then delete what is no longer referenced.
+    let hosts = pins.open_map(hosts_map(kind))?;
+    let stale_hosts = upsert_diff(&hosts, &c4.hosts)?;
+    let blocks = pins.open_map(v6_blocks_map(kind))?;
+    let stale_blocks = upsert_diff(&blocks, &c6.blocks)?;
+    let long = pins.open_map(v6_long_map(kind))?;
+    let long_values: HashMap<V6PrefixKey, u8> = c6.long.iter().map(|k| (*k, 1u8)).collect();
+    let stale_long = upsert_diff(&long, &long_values)?;
+
+    merge_words(
+        pins,
+        "V4_SUMMARY",
+        V4_SUMMARY_WORDS,
+        &c4.summary,
+        summary_mask(kind),
+    )?;
+    merge_words(
+        pins,
+        "V6_SUMMARY16",
+        V6_SUMMARY16_WORDS,
+        &c6.summary16,
+        summary_mask(kind),
+    )?;
+    merge_words(
+        pins,
+        "V6_FILTER32",
+        V6_FILTER32_WORDS,
+        &c6.filter32,
+        filter_mask(kind),
+    )?;
+
+    delete_batch(hosts.fd().as_fd(), &stale_hosts).context("pruning IPv4 host bitmaps")?;
+    delete_batch(blocks.fd().as_fd(), &stale_blocks).context("pruning IPv6 /32 blocks")?;
+    delete_batch(long.fd().as_fd(), &stale_long).context("pruning IPv6 long prefixes")?;
+    write_records(pins, kind, &removed, false)?;
+
+    Ok(Change {
+        added: added.len(),
+        removed: removed.len(),
+        total: new.len(),
+    })
+}
+
+fn write_records(pins: &PinDir, kind: ListKind, prefixes: &[Prefix], insert: bool) -> Result<()> {
+    let mut k4 = Vec::new();
+    let mut k6 = Vec::new();
+    for p in prefixes {
+        match *p {
+            Prefix::V4 { addr, len } => k4.push(Prefix::v4_key(addr, len)),
+            Prefix::V6 { addr, len } => k6.push(Prefix::v6_key(addr, len)),
+        }
+    }
+    let m4 = pins.open_map(records_map(kind, false))?;
+    let m6 = pins.open_map(records_map(kind, true))?;
+    let what = if insert { "adding to" } else { "removing from" };
+    let ctx = || format!("{what} the {} list records", kind.name());
+    if insert {
+        update_batch(m4.fd().as_fd(), &k4, &vec![1u8; k4.len()]).with_context(ctx)?;
+        update_batch(m6.fd().as_fd(), &k6, &vec![1u8; k6.len()]).with_context(ctx)?;
+    } else {
+        delete_batch(m4.fd().as_fd(), &k4).with_context(ctx)?;
+        delete_batch(m6.fd().as_fd(), &k6).with_context(ctx)?;
+    }
+    Ok(())
+}
+
+/// Write entries of `want` that are missing or different; return keys present but unwanted.
+fn upsert_diff<K, V>(map: &MapData, want: &HashMap<K, V>) -> Result<Vec<K>>
+where
+    K: bytemuck::Pod + Eq + std::hash::Hash,
+    V: bytemuck::Pod + PartialEq,
+{
+    let current: HashMap<K, V> = lookup_all::<K, V>(map.fd().as_fd())?.into_iter().collect();
+    let mut keys = Vec::new();
+    let mut values = Vec::new();
+    for (k, v) in want {
+        if current.get(k) != Some(v) {
+            keys.push(*k);
+            values.push(*v);
+        }
+    }
+    update_batch(map.fd().as_fd(), &keys, &values).context("writing list entries")?;
+    Ok(current
+        .into_keys()
+        .filter(|k| !want.contains_key(k))
+        .collect())
+}
+
+/// Replace the `mask` bits of every word of an mmapable array with `words`' bits.
+fn merge_words(pins: &PinDir, name: &str, len: u32, words: &[u64], mask: u64) -> Result<()> {
+    let map = pins.open_map(name)?;
+    let mut mapped = MappedWords::new(map.fd().as_fd(), len as usize)
+        .with_context(|| format!("cannot mmap {name}"))?;
+    for (i, &w) in words.iter().enumerate() {
+        let cur = mapped.get(i);
+        let next = (cur & !mask) | (w & mask);
+        if next != cur {
+            mapped.set(i, next);
+        }
+    }
+    Ok(())
+}
+
+/// Sizes for `status`.
+pub struct ListSizes {
+    pub v4: usize,
+    pub v6: usize,
+}
+
+pub fn sizes(pins: &PinDir, kind: ListKind) -> Result<ListSizes> {
+    let set = read(pins, kind)?;
+    let v4 = set
+        .iter()
+        .filter(|p| matches!(p, Prefix::V4 { .. }))
+        .count();
+    Ok(ListSizes {
+        v4,
+        v6: set.len() - v4,
+    })
+}
+
+/// Fill level of the compiled maps of one list: (name, entries, capacity).
+pub fn fill_levels(pins: &PinDir, kind: ListKind) -> Result<Vec<(&'static str, usize, u32)>> {
+    let count = |name: &'static str| -> Result<usize> {
+        let m = pins.open_map(name)?;
+        Ok(match name {
+            n if n.ends_with("HOSTS") => lookup_all::<u32, HostBitmap>(m.fd().as_fd())?.len(),
+            n if n.ends_with("BLOCKS") => lookup_all::<u32, V6Block>(m.fd().as_fd())?.len(),
+            _ => lookup_all::<V6PrefixKey, u8>(m.fd().as_fd())?.len(),
+        })
+    };
+    Ok(vec![
+        (hosts_map(kind), count(hosts_map(kind))?, V4_HOSTS_CAPACITY),
+        (
+            v6_blocks_map(kind),
+            count(v6_blocks_map(kind))?,
+            V6_BLOCKS_CAPACITY,
+        ),
+        (
+            v6_long_map(kind),
+            count(v6_long_map(kind))?,
+            V6_LONG_CAPACITY,
+        ),
+    ])
+}
+
+/// Deduplicate while keeping the operator's order, for messages.
+pub fn dedup(prefixes: Vec<Prefix>) -> Vec<Prefix> {
+    let mut seen = HashSet::new();
+    prefixes.into_iter().filter(|p| seen.insert(*p)).collect()
+}

@@ -1,0 +1,167 @@
+//! What aya 0.14 does not offer: batched map syscalls (1M updates in a few calls instead of 1M)
+//! and mmap of BPF_F_MMAPABLE arrays (the multi-MiB list summaries).
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+
+use bytemuck::Pod;
+
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
+/// Entries per batch syscall: large enough to amortise, small enough to bound kernel work.
+const CHUNK: usize = 65536;
+
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+fn bpf(cmd: libc::c_long, attr: &mut BatchAttr) -> io::Result<()> {
+    // SAFETY: attr is a valid, initialised bpf_attr prefix for the batch commands and every
+    // pointer in it refers to a live buffer of the size the kernel will use.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut BatchAttr,
+            std::mem::size_of::<BatchAttr>(),
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Insert or overwrite `keys[i] -> values[i]`.
+pub fn update_batch<K: Pod, V: Pod>(
+    fd: BorrowedFd<'_>,
+    keys: &[K],
+    values: &[V],
+) -> io::Result<()> {
+    assert_eq!(keys.len(), values.len());
+    for (k, v) in keys.chunks(CHUNK).zip(values.chunks(CHUNK)) {
+        let mut attr = BatchAttr {
+            keys: k.as_ptr() as u64,
+            values: v.as_ptr() as u64,
+            count: k.len() as u32,
+            map_fd: fd.as_raw_fd() as u32,
+            ..Default::default()
+        };
+        bpf(BPF_MAP_UPDATE_BATCH, &mut attr)?;
+    }
+    Ok(())
+}
+
+/// Delete `keys`; keys that are already gone are an error (ENOENT), so pass only present keys.
+pub fn delete_batch<K: Pod>(fd: BorrowedFd<'_>, keys: &[K]) -> io::Result<()> {
+    for k in keys.chunks(CHUNK) {
+        let mut attr = BatchAttr {
+            keys: k.as_ptr() as u64,
+            count: k.len() as u32,
+            map_fd: fd.as_raw_fd() as u32,
+            ..Default::default()
+        };
+        bpf(BPF_MAP_DELETE_BATCH, &mut attr)?;
+    }
+    Ok(())
+}
+
+/// Read every entry of a hash map.
+pub fn lookup_all<K: Pod, V: Pod>(fd: BorrowedFd<'_>) -> io::Result<Vec<(K, V)>> {
+    let mut out = Vec::new();
+    let mut keys = vec![K::zeroed(); CHUNK];
+    let mut values = vec![V::zeroed(); CHUNK];
+    // The batch cursor is opaque to us; 8 bytes is what hash maps use.
+    let mut cursor = [0u64; 2];
+    let mut first = true;
+    loop {
+        let mut attr = BatchAttr {
+            in_batch: if first { 0 } else { cursor.as_ptr() as u64 },
+            out_batch: cursor.as_mut_ptr() as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: CHUNK as u32,
+            map_fd: fd.as_raw_fd() as u32,
+            ..Default::default()
+        };
+        let res = bpf(BPF_MAP_LOOKUP_BATCH, &mut attr);
+        let n = attr.count as usize;
+        out.extend(keys[..n].iter().copied().zip(values[..n].iter().copied()));
+        match res {
+            Ok(()) => first = false,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(out),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A BPF_F_MMAPABLE array of u64 words mapped into our address space. Word stores are single
+/// aligned 64-bit writes, so the XDP program sees either the old or the new word.
+pub struct MappedWords {
+    ptr: *mut u64,
+    len: usize,
+}
+
+impl MappedWords {
+    pub fn new(fd: BorrowedFd<'_>, words: usize) -> io::Result<Self> {
+        let bytes = words * 8;
+        // SAFETY: mapping a map fd with the length of its value area; checked for failure.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_fd().as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Self {
+            ptr: ptr.cast(),
+            len: words,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn get(&self, i: usize) -> u64 {
+        assert!(i < self.len);
+        // SAFETY: in bounds of the mapping; volatile because the kernel side shares it.
+        unsafe { self.ptr.add(i).read_volatile() }
+    }
+
+    pub fn set(&mut self, i: usize, v: u64) {
+        assert!(i < self.len);
+        // SAFETY: in bounds of a writable shared mapping.
+        unsafe { self.ptr.add(i).write_volatile(v) }
+    }
+}
+
+impl Drop for MappedWords {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what new() mapped.
+        unsafe {
+            libc::munmap(self.ptr.cast(), self.len * 8);
+        }
+    }
+}
