@@ -6,8 +6,11 @@
 #![no_std]
 
 #[cfg(feature = "std")]
+#[macro_use]
 extern crate std;
 
+#[cfg(feature = "std")]
+pub mod frames;
 #[cfg(feature = "std")]
 pub mod model;
 pub mod parse;

@@ -60,7 +60,7 @@ fn raise_memlock() {
 }
 
 /// Load and pin the program and its maps unless already pinned.
-fn ensure_loaded(pins: &PinDir) -> Result<()> {
+pub fn ensure_loaded(pins: &PinDir) -> Result<()> {
     if pins.is_loaded() {
         return Ok(());
     }

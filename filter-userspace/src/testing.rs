@@ -1,0 +1,257 @@
+//! Test and bench fixtures: throwaway pin directories, the program under BPF_PROG_TEST_RUN,
+//! and network namespaces with veth pairs. Every fixture removes what it created on drop, so
+//! a failing test leaves nothing behind.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use anyhow::{bail, Context, Result};
+use aya::maps::{MapData, PerCpuArray};
+use aya::programs::{TestRun, TestRunOptions, Xdp};
+use aya_obj::programs::XdpAttachType;
+use filter_common::{Counter, Reason, REASON_SLOTS};
+
+use crate::attach::ensure_loaded;
+use crate::pins::PinDir;
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A short name unique to this process and call: interface names must fit in 15 bytes.
+pub fn unique_name(prefix: &str) -> String {
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}{:x}{n:x}", std::process::id() % 0xfffff)
+}
+
+/// Fail clearly when not root instead of producing confusing EPERMs.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "these tests load XDP programs and create network namespaces: run them as root (cargo xtask test)"
+    );
+}
+
+/// A pin directory under /sys/fs/bpf unique to the test, removed (with every pin) on drop.
+pub struct TestPins {
+    pub pins: PinDir,
+}
+
+impl TestPins {
+    pub fn new() -> Result<Self> {
+        let root = PathBuf::from("/sys/fs/bpf").join(unique_name("fgtest-"));
+        let pins = PinDir::new(root);
+        drop(pins.lock()?);
+        Ok(Self { pins })
+    }
+}
+
+impl Drop for TestPins {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.pins.root());
+    }
+}
+
+/// The production program loaded into a throwaway pin directory, run through
+/// BPF_PROG_TEST_RUN. Test runs see ingress ifindex 1 (lo), counted in slot 0.
+pub struct Harness {
+    pub dir: TestPins,
+    prog: Program,
+    counters: PerCpuArray<MapData, Counter>,
+}
+
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+
+impl Harness {
+    pub fn new() -> Result<Self> {
+        Self::with_program("floodgate")
+    }
+
+    /// Load the object and open one of its programs (`floodgate` or a bench variant).
+    pub fn with_program(name: &str) -> Result<Self> {
+        let dir = TestPins::new()?;
+        ensure_loaded(&dir.pins)?;
+        let prog = if name == "floodgate" {
+            Program::Pinned(Xdp::from_pin(dir.pins.prog(), XdpAttachType::Interface)?)
+        } else {
+            Program::Variant(load_variant(&dir.pins, name)?, name.to_string())
+        };
+        let counters =
+            PerCpuArray::try_from(aya::maps::Map::PerCpuArray(dir.pins.open_map("COUNTERS")?))?;
+        Ok(Self {
+            dir,
+            prog,
+            counters,
+        })
+    }
+
+    pub fn pins(&self) -> &PinDir {
+        &self.dir.pins
+    }
+
+    fn totals(&self) -> Result<[u64; REASON_SLOTS as usize]> {
+        let mut out = [0u64; REASON_SLOTS as usize];
+        for (r, slot) in out.iter_mut().enumerate() {
+            *slot = self
+                .counters
+                .get(&(r as u32), 0)?
+                .iter()
+                .map(|c| c.packets)
+                .sum();
+        }
+        Ok(out)
+    }
+
+    /// XDP action and the reason the program counted for one frame.
+    pub fn verdict(&self, frame: &[u8]) -> Result<(u32, Reason)> {
+        let before = self.totals()?;
+        let action = self.run(frame, 1)?.0;
+        let after = self.totals()?;
+        let changed: Vec<usize> = (0..REASON_SLOTS as usize)
+            .filter(|&r| after[r] != before[r])
+            .collect();
+        match changed.as_slice() {
+            [r] if after[*r] == before[*r] + 1 => Ok((
+                action,
+                Reason::from_u32(*r as u32).context("unknown reason")?,
+            )),
+            _ => bail!("expected exactly one counter to move by one, got {before:?} -> {after:?}"),
+        }
+    }
+
+    /// Run `frame` `repeat` times; returns the action and the kernel's mean ns per run.
+    pub fn run(&self, frame: &[u8], repeat: u32) -> Result<(u32, f64)> {
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(frame);
+        opts.repeat = repeat;
+        let r = self.prog.get().test_run(opts)?;
+        Ok((r.return_value, r.duration.as_nanos() as f64))
+    }
+}
+
+/// The production program from its pin, or a bench variant owned by its own object.
+enum Program {
+    Pinned(Xdp),
+    Variant(aya::Ebpf, String),
+}
+
+impl Program {
+    fn get(&self) -> &Xdp {
+        match self {
+            Program::Pinned(p) => p,
+            Program::Variant(ebpf, name) => ebpf
+                .program(name)
+                .and_then(|p| <&Xdp>::try_from(p).ok())
+                .expect("variant loaded in load_variant"),
+        }
+    }
+}
+
+/// Load a bench variant from the same object, sharing the pinned maps.
+fn load_variant(pins: &PinDir, name: &str) -> Result<aya::Ebpf> {
+    let mut ebpf = aya::EbpfLoader::new()
+        .default_map_pin_directory(pins.maps_dir())
+        .load(crate::XDP_OBJECT)?;
+    let prog: &mut Xdp = ebpf
+        .program_mut(name)
+        .with_context(|| format!("no program {name}"))?
+        .try_into()?;
+    prog.load()?;
+    Ok(ebpf)
+}
+
+/// Run a command, failing with its stderr.
+pub fn sh(args: &[&str]) -> Result<String> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .with_context(|| format!("running {args:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A network namespace that is deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(prefix: &str) -> Result<Self> {
+        let name = unique_name(prefix);
+        sh(&["ip", "netns", "add", &name])?;
+        let ns = Self { name };
+        ns.exec(&["ip", "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// Run a command inside the namespace (network only: bpffs pins stay visible).
+    pub fn exec(&self, args: &[&str]) -> Result<String> {
+        let net = format!("--net=/run/netns/{}", self.name);
+        let mut full = vec!["nsenter", net.as_str(), "--"];
+        full.extend_from_slice(args);
+        sh(&full)
+    }
+
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(&self.name)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Deleting the namespace destroys its veth ends (and their peers) too.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// Two namespaces joined by a veth pair: `a` receives (the filter attaches there), `b` sends.
+pub struct VethPair {
+    pub a: Netns,
+    pub b: Netns,
+    pub a_if: String,
+    pub b_if: String,
+}
+
+impl VethPair {
+    pub fn new() -> Result<Self> {
+        let a = Netns::new("fga")?;
+        let b = Netns::new("fgb")?;
+        let a_if = unique_name("fgva");
+        let b_if = unique_name("fgvb");
+        sh(&[
+            "ip", "link", "add", &a_if, "netns", &a.name, "type", "veth", "peer", "name", &b_if,
+            "netns", &b.name,
+        ])?;
+        a.exec(&["ip", "link", "set", &a_if, "up"])?;
+        b.exec(&["ip", "link", "set", &b_if, "up"])?;
+        Ok(Self { a, b, a_if, b_if })
+    }
+}
+
+/// Run `f` on a thread that has entered the network namespace at `ns` (setns is per thread),
+/// so sockets it opens live in that namespace.
+pub fn in_netns<T: Send + 'static>(
+    ns: PathBuf,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
+    std::thread::spawn(move || -> Result<T> {
+        let file = std::fs::File::open(&ns).with_context(|| format!("open {}", ns.display()))?;
+        use std::os::fd::AsRawFd;
+        // SAFETY: setns on an fd we own, affecting only this thread.
+        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("setns");
+        }
+        Ok(f())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("netns thread panicked"))?
+}
