@@ -150,6 +150,38 @@ impl ListKind {
 
 /// 2^24 /24 blocks, 16 per u64 word.
 pub const V4_SUMMARY_WORDS: u32 = 1 << 20;
+/// 2^24 /24 blocks, 32 per u64 word: the 4 MiB first level, see `V4Verdict`.
+pub const V4_VERDICT24_WORDS: u32 = 1 << 19;
+
+/// First-level IPv4 answer for a /24, derived from both lists' summary cells so that the
+/// common cases (untouched, wholly blocked, wholly allowed) cost one load in a 4 MiB table.
+pub const V4_VERDICT_NONE: u64 = 0;
+pub const V4_VERDICT_BLOCK: u64 = 1;
+pub const V4_VERDICT_ALLOW: u64 = 2;
+/// Mixed or partial: read the summary cell and the host bitmaps.
+pub const V4_VERDICT_DETAIL: u64 = 3;
+
+/// Word index and bit shift of a /24's 2-bit first-level verdict.
+#[inline(always)]
+pub const fn verdict24_cell(block: u32) -> (u32, u32) {
+    (block >> 5, (block & 31) * 2)
+}
+
+/// First-level verdict from a 4-bit summary cell (allow state in bits 0-1, block in 2-3).
+#[inline(always)]
+pub const fn v4_verdict_of_cell(cell: u64) -> u64 {
+    let allow = cell & 3;
+    let block = (cell >> 2) & 3;
+    if allow == STATE_FULL {
+        V4_VERDICT_ALLOW
+    } else if allow == STATE_NONE && block == STATE_NONE {
+        V4_VERDICT_NONE
+    } else if allow == STATE_NONE && block == STATE_FULL {
+        V4_VERDICT_BLOCK
+    } else {
+        V4_VERDICT_DETAIL
+    }
+}
 /// 2^16 /16 prefixes, 16 per u64 word.
 pub const V6_SUMMARY16_WORDS: u32 = 1 << 12;
 /// log2 of the number of /32 filter slots.

@@ -1,18 +1,29 @@
 //! List membership through the compiled structures described in filter-common.
 
 use filter_common::{
-    mask_v6, summary_cell, summary_state, v6_filter_cell, ListKind, V6PrefixKey, STATE_FULL,
-    STATE_PARTIAL, V6_BLOCK_FULL,
+    mask_v6, summary_cell, summary_state, v6_filter_cell, verdict24_cell, ListKind, V6PrefixKey,
+    STATE_FULL, STATE_PARTIAL, V4_VERDICT_ALLOW, V4_VERDICT_BLOCK, V4_VERDICT_NONE, V6_BLOCK_FULL,
 };
 
 use crate::maps::{
     ALLOW_V4_HOSTS, ALLOW_V6_BLOCKS, ALLOW_V6_LONG, BLOCK_V4_HOSTS, BLOCK_V6_BLOCKS, BLOCK_V6_LONG,
-    V4_SUMMARY, V6_FILTER32, V6_SUMMARY16,
+    V4_SUMMARY, V4_VERDICT24, V6_FILTER32, V6_SUMMARY16,
 };
 
-/// Membership of `addr` in the allow and block lists: one cache-resident word answers both.
+/// Membership of `addr` in the allow and block lists: the first-level word answers most
+/// packets; mixed /24s read their summary cell and, for partial cells, the host bitmap.
 #[inline(always)]
 pub fn v4_lookup(addr: u32) -> (bool, bool) {
+    let (vindex, vshift) = verdict24_cell(addr >> 8);
+    let Some(&verdict) = V4_VERDICT24.get(vindex) else {
+        return (false, false);
+    };
+    match (verdict >> vshift) & 3 {
+        V4_VERDICT_NONE => return (false, false),
+        V4_VERDICT_BLOCK => return (false, true),
+        V4_VERDICT_ALLOW => return (true, false),
+        _ => {}
+    }
     let (index, shift) = summary_cell(addr >> 8);
     let Some(&word) = V4_SUMMARY.get(index) else {
         return (false, false);

@@ -199,3 +199,22 @@ pub fn bench_random_floor(ctx: XdpContext) -> u32 {
 pub fn bench_drop_all(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_DROP
 }
+
+/// What the random-source rows pay for randomness alone, subtracted from them: the same
+/// number of RNG calls (1 for IPv4, 4 for IPv6), then drop.
+#[xdp]
+pub fn bench_rng_only(ctx: XdpContext) -> u32 {
+    let v6 = matches!(
+        ethernet::parse(&ctx),
+        L2::Network {
+            ethertype: ETH_P_IPV6,
+            ..
+        }
+    );
+    let src = if v6 { Source::V6(0, 0) } else { Source::V4(0) };
+    match random_source(src) {
+        // Never true; keeps the calls from being optimised away.
+        Source::V4(a) if a == 1 && v6 => xdp_action::XDP_PASS,
+        _ => xdp_action::XDP_DROP,
+    }
+}

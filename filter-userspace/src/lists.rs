@@ -2,14 +2,15 @@
 //! so `list` and `del` work after the controller exited), compiled, and applied to the maps the
 //! XDP program reads in an order that never opens a window for an entry that stays listed.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::os::fd::AsFd;
 
 use anyhow::{bail, Context, Result};
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use filter_common::{
-    HostBitmap, ListKind, V4PrefixKey, V6Block, V6PrefixKey, RECORDS_CAPACITY, V4_HOSTS_CAPACITY,
-    V4_SUMMARY_WORDS, V6_BLOCKS_CAPACITY, V6_FILTER32_WORDS, V6_LONG_CAPACITY, V6_SUMMARY16_WORDS,
+    v4_verdict_of_cell, HostBitmap, ListKind, V4PrefixKey, V6Block, V6PrefixKey, RECORDS_CAPACITY,
+    V4_HOSTS_CAPACITY, V4_SUMMARY_WORDS, V4_VERDICT24_WORDS, V6_BLOCKS_CAPACITY, V6_FILTER32_WORDS,
+    V6_LONG_CAPACITY, V6_SUMMARY16_WORDS,
 };
 
 use crate::cidr::Prefix;
@@ -18,6 +19,7 @@ use crate::pins::{records_map, PinDir};
 use crate::rawmap::{delete_batch, lookup_all, update_batch, MappedWords};
 
 const BPF_F_NO_PREALLOC: u32 = 1;
+const BPF_F_MMAPABLE: u32 = 1 << 10;
 
 fn hosts_map(kind: ListKind) -> &'static str {
     match kind {
@@ -62,9 +64,16 @@ pub fn create_record_maps(pins: &PinDir) -> Result<()> {
     Ok(())
 }
 
-/// Every entry of one list, sorted.
-pub fn read(pins: &PinDir, kind: ListKind) -> Result<BTreeSet<Prefix>> {
-    let mut out = BTreeSet::new();
+/// Every entry of one list, sorted (IPv4 first).
+pub fn read(pins: &PinDir, kind: ListKind) -> Result<Vec<Prefix>> {
+    let mut out: Vec<Prefix> = read_set(pins, kind)?.into_iter().collect();
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// Every entry of one list, unordered.
+fn read_set(pins: &PinDir, kind: ListKind) -> Result<HashSet<Prefix>> {
+    let mut out = HashSet::new();
     let v4 = pins.open_map(records_map(kind, false))?;
     for (k, _) in lookup_all::<V4PrefixKey, u8>(v4.fd().as_fd())? {
         out.insert(Prefix::from_v4_key(&k));
@@ -89,12 +98,16 @@ pub struct Change {
 pub fn update(
     pins: &PinDir,
     kind: ListKind,
-    edit: impl FnOnce(&mut BTreeSet<Prefix>) -> Result<()>,
+    edit: impl FnOnce(&mut HashSet<Prefix>) -> Result<()>,
 ) -> Result<Change> {
     pins.require_loaded()?;
-    let old = read(pins, kind)?;
+    let t = std::time::Instant::now();
+    let phase = |what: &str| tracing::debug!("{what}: {:.3}s", t.elapsed().as_secs_f64());
+    let old = read_set(pins, kind)?;
+    phase("read records");
     let mut new = old.clone();
     edit(&mut new)?;
+    phase("edit");
 
     let v4: Vec<(u32, u8)> = new
         .iter()
@@ -110,6 +123,7 @@ pub fn update(
             Prefix::V4 { .. } => None,
         })
         .collect();
+    phase("split");
     let cap = RECORDS_CAPACITY as usize;
     if v4.len() > cap || v6.len() > cap {
         bail!(
@@ -119,8 +133,13 @@ pub fn update(
             v6.len()
         );
     }
-    let c4 = compile_v4(kind, v4);
-    let c6 = compile_v6(kind, v6);
+    // Two cores on a small edge box are still two: the families compile independently.
+    let (c4, c6) = std::thread::scope(|s| {
+        let c6 = s.spawn(|| compile_v6(kind, v6));
+        let c4 = compile_v4(kind, v4);
+        (c4, c6.join().expect("compile_v6 panicked"))
+    });
+    phase("compile");
     for (what, n, max) in [
         (
             "IPv4 /24 blocks with prefixes longer than /24",
@@ -142,19 +161,28 @@ pub fn update(
         }
     }
 
-    // Records first: they are what `list` shows and what the next change starts from.
+    // Records (what `list` shows and the next change starts from) and the exact structures
+    // are separate maps: write them in parallel. Within the structures the order matters:
+    // exact entries, then summaries, then pruning, so no listed address is ever unlisted.
     let added: Vec<Prefix> = new.difference(&old).copied().collect();
     let removed: Vec<Prefix> = old.difference(&new).copied().collect();
-    write_records(pins, kind, &added, true)?;
-
-    // Exact structures: upsert, then summaries, then delete what is no longer referenced.
     let hosts = pins.open_map(hosts_map(kind))?;
-    let stale_hosts = upsert_diff(&hosts, &c4.hosts)?;
     let blocks = pins.open_map(v6_blocks_map(kind))?;
-    let stale_blocks = upsert_diff(&blocks, &c6.blocks)?;
     let long = pins.open_map(v6_long_map(kind))?;
-    let long_values: HashMap<V6PrefixKey, u8> = c6.long.iter().map(|k| (*k, 1u8)).collect();
-    let stale_long = upsert_diff(&long, &long_values)?;
+    let (records, stale) = std::thread::scope(|s| {
+        let records = s.spawn(|| write_records(pins, kind, &added, true));
+        let stale = (|| -> Result<_> {
+            let stale_hosts = upsert_diff(&hosts, &c4.hosts)?;
+            let stale_blocks = upsert_diff(&blocks, &c6.blocks)?;
+            let long_values: HashMap<V6PrefixKey, u8> = c6.long.iter().map(|k| (*k, 1u8)).collect();
+            let stale_long = upsert_diff(&long, &long_values)?;
+            Ok((stale_hosts, stale_blocks, stale_long))
+        })();
+        (records.join().expect("record writer panicked"), stale)
+    });
+    records?;
+    let (stale_hosts, stale_blocks, stale_long) = stale?;
+    phase("write records and exact maps");
 
     merge_words(
         pins,
@@ -163,6 +191,7 @@ pub fn update(
         &c4.summary,
         summary_mask(kind),
     )?;
+    refresh_v4_verdicts(pins)?;
     merge_words(
         pins,
         "V6_SUMMARY16",
@@ -182,6 +211,7 @@ pub fn update(
     delete_batch(blocks.fd().as_fd(), &stale_blocks).context("pruning IPv6 /32 blocks")?;
     delete_batch(long.fd().as_fd(), &stale_long).context("pruning IPv6 long prefixes")?;
     write_records(pins, kind, &removed, false)?;
+    phase("summaries, pruning");
 
     Ok(Change {
         added: added.len(),
@@ -235,16 +265,62 @@ where
         .collect())
 }
 
-/// Replace the `mask` bits of every word of an mmapable array with `words`' bits.
+/// Replace the `mask` bits of every word of a summary array with `words`' bits, writing only
+/// the words that change.
 fn merge_words(pins: &PinDir, name: &str, len: u32, words: &[u64], mask: u64) -> Result<()> {
     let map = pins.open_map(name)?;
-    let mut mapped = MappedWords::new(map.fd().as_fd(), len as usize)
-        .with_context(|| format!("cannot mmap {name}"))?;
-    for (i, &w) in words.iter().enumerate() {
-        let cur = mapped.get(i);
-        let next = (cur & !mask) | (w & mask);
+    let mmapable = map
+        .info()
+        .map(|i| i.map_flags() & BPF_F_MMAPABLE != 0)
+        .unwrap_or(false);
+    if mmapable {
+        let mut mapped = MappedWords::new(map.fd().as_fd(), len as usize)
+            .with_context(|| format!("cannot mmap {name}"))?;
+        for (i, &w) in words.iter().enumerate() {
+            let cur = mapped.get(i);
+            let next = (cur & !mask) | (w & mask);
+            if next != cur {
+                mapped.set(i, next);
+            }
+        }
+        return Ok(());
+    }
+    let current =
+        lookup_all::<u32, u64>(map.fd().as_fd()).with_context(|| format!("reading {name}"))?;
+    let mut keys = Vec::new();
+    let mut values = Vec::new();
+    for (i, cur) in current {
+        let next = (cur & !mask) | (words[i as usize] & mask);
         if next != cur {
-            mapped.set(i, next);
+            keys.push(i);
+            values.push(next);
+        }
+    }
+    update_batch(map.fd().as_fd(), &keys, &values).with_context(|| format!("writing {name}"))?;
+    Ok(())
+}
+
+/// Derive the IPv4 first level from the summary (after the summary, so a /24 never points at
+/// detail that is not there yet).
+fn refresh_v4_verdicts(pins: &PinDir) -> Result<()> {
+    let summary_map = pins.open_map("V4_SUMMARY")?;
+    let summary = MappedWords::new(summary_map.fd().as_fd(), V4_SUMMARY_WORDS as usize)
+        .context("cannot mmap V4_SUMMARY")?;
+    let verdict_map = pins.open_map("V4_VERDICT24")?;
+    let mut verdicts = MappedWords::new(verdict_map.fd().as_fd(), V4_VERDICT24_WORDS as usize)
+        .context("cannot mmap V4_VERDICT24")?;
+    for v in 0..V4_VERDICT24_WORDS as usize {
+        let (lo, hi) = (summary.get(2 * v), summary.get(2 * v + 1));
+        let mut next = 0u64;
+        if lo | hi != 0 {
+            for cell in 0..32u32 {
+                let word = if cell < 16 { lo } else { hi };
+                let c = (word >> ((cell % 16) * 4)) & 0xf;
+                next |= v4_verdict_of_cell(c) << (cell * 2);
+            }
+        }
+        if verdicts.get(v) != next {
+            verdicts.set(v, next);
         }
     }
     Ok(())
@@ -257,7 +333,7 @@ pub struct ListSizes {
 }
 
 pub fn sizes(pins: &PinDir, kind: ListKind) -> Result<ListSizes> {
-    let set = read(pins, kind)?;
+    let set = read_set(pins, kind)?;
     let v4 = set
         .iter()
         .filter(|p| matches!(p, Prefix::V4 { .. }))

@@ -184,6 +184,7 @@ fn list_command(pins: &PinDir, kind: ListKind, action: ListAction) -> Result<()>
                 if replace {
                     set.clear();
                 }
+                set.reserve(entries.len());
                 set.extend(entries);
                 Ok(())
             })?;

@@ -255,3 +255,83 @@ pub fn in_netns<T: Send + 'static>(
     .join()
     .map_err(|_| anyhow::anyhow!("netns thread panicked"))?
 }
+
+/// Every program of the object loaded once, sharing the pinned list maps of a throwaway pin
+/// directory (filled with `lists::update`) and one set of bench-only LPM tries.
+pub struct BenchObject {
+    pub dir: TestPins,
+    ebpf: aya::Ebpf,
+}
+
+pub const BENCH_PROGRAMS: &[&str] = &[
+    "floodgate",
+    "bench_random_source",
+    "bench_random_lpm",
+    "bench_random_floor",
+    "bench_rng_only",
+    "bench_drop_all",
+];
+
+impl BenchObject {
+    pub fn new() -> Result<Self> {
+        let dir = TestPins::new()?;
+        ensure_loaded(&dir.pins)?;
+        let mut ebpf = aya::EbpfLoader::new()
+            .default_map_pin_directory(dir.pins.maps_dir())
+            .load(crate::XDP_OBJECT)?;
+        for name in BENCH_PROGRAMS {
+            let prog: &mut Xdp = ebpf
+                .program_mut(name)
+                .with_context(|| format!("no program {name}"))?
+                .try_into()?;
+            prog.load().with_context(|| format!("loading {name}"))?;
+        }
+        Ok(Self { dir, ebpf })
+    }
+
+    /// Mean ns per run of `frame` through program `name`, over `repeat` runs.
+    pub fn run(&self, name: &str, frame: &[u8], repeat: u32) -> Result<(u32, f64)> {
+        let prog: &Xdp = self
+            .ebpf
+            .program(name)
+            .with_context(|| format!("no program {name}"))?
+            .try_into()?;
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(frame);
+        opts.repeat = repeat;
+        let r = prog.test_run(opts)?;
+        Ok((r.return_value, r.duration.as_nanos() as f64))
+    }
+
+    /// Replace the bench LPM tries' contents with `prefixes` (one syscall each: LPM tries have
+    /// no batch operations).
+    pub fn set_lpm(&mut self, prefixes: &[crate::cidr::Prefix]) -> Result<()> {
+        use crate::cidr::Prefix;
+        use aya::maps::lpm_trie::{Key, LpmTrie};
+        {
+            let mut v4: LpmTrie<_, [u8; 4], u8> =
+                LpmTrie::try_from(self.ebpf.map_mut("BENCH_LPM_V4").context("BENCH_LPM_V4")?)?;
+            let keys: Vec<Key<[u8; 4]>> = v4.keys().collect::<Result<_, _>>()?;
+            for k in keys {
+                v4.remove(&k)?;
+            }
+            for p in prefixes {
+                if let Prefix::V4 { addr, len } = *p {
+                    v4.insert(&Key::new(u32::from(len), addr.to_be_bytes()), 1, 0)?;
+                }
+            }
+        }
+        let mut v6: LpmTrie<_, [u8; 16], u8> =
+            LpmTrie::try_from(self.ebpf.map_mut("BENCH_LPM_V6").context("BENCH_LPM_V6")?)?;
+        let keys: Vec<Key<[u8; 16]>> = v6.keys().collect::<Result<_, _>>()?;
+        for k in keys {
+            v6.remove(&k)?;
+        }
+        for p in prefixes {
+            if let Prefix::V6 { addr, len } = *p {
+                v6.insert(&Key::new(u32::from(len), addr.to_be_bytes()), 1, 0)?;
+            }
+        }
+        Ok(())
+    }
+}

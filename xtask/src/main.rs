@@ -39,7 +39,7 @@ enum Cmd {
     /// Per-packet cost and list-scale benchmarks; writes target/bench/latest.json.
     Bench {
         /// Extra arguments for the bench binary (e.g. --quick).
-        #[arg(trailing_var_arg = true)]
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
 }

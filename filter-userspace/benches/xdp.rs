@@ -1,0 +1,272 @@
+//! `cargo xtask bench`: per-packet cost of floodgate's XDP program through BPF_PROG_TEST_RUN,
+//! next to a bare XDP_DROP floor and the kernel LPM trie holding the same lists, with fixed
+//! frames and with a fresh random source per packet (the only honest way to price a 1M-entry
+//! list: a replayed frame keeps every lookup in L1). Rows are interleaved and repeated; the
+//! median is reported. Writes target/bench/latest.json.
+
+#[path = "../tests/support/gen.rs"]
+mod gen;
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use filter_common::frames::{ethernet, ipv4, ipv6, udp};
+use filter_common::parse::{ETH_P_IPV4, ETH_P_IPV6, IPPROTO_UDP};
+use filter_common::ListKind;
+use floodgate::cidr::{parse_entry, read_list_file, Prefix};
+use floodgate::lists;
+use floodgate::testing::{require_root, BenchObject};
+use serde_json::json;
+
+struct Config {
+    rounds: usize,
+    repeat: u32,
+    sizes: Vec<usize>,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn frame_v4(src: &str) -> Vec<u8> {
+    let src: Ipv4Addr = src.parse().unwrap();
+    ethernet(
+        ETH_P_IPV4,
+        &[],
+        &ipv4(
+            src,
+            Ipv4Addr::new(192, 0, 2, 254),
+            IPPROTO_UDP,
+            &[],
+            0,
+            &udp(1234, 53, &[0; 18]),
+        ),
+    )
+}
+
+fn frame_v6(src: &str) -> Vec<u8> {
+    let src: Ipv6Addr = src.parse().unwrap();
+    ethernet(
+        ETH_P_IPV6,
+        &[],
+        &ipv6(
+            src,
+            "2001:db8::fe".parse().unwrap(),
+            IPPROTO_UDP,
+            &[],
+            &udp(1234, 53, &[0; 18]),
+        ),
+    )
+}
+
+/// Measure every (label, program, frame) `rounds` times, interleaved; median ns per packet.
+fn measure(
+    b: &BenchObject,
+    cfg: &Config,
+    rows: &[(&str, &str, &[u8])],
+) -> Result<BTreeMap<String, f64>> {
+    let mut samples: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for _ in 0..cfg.rounds {
+        for (label, prog, frame) in rows {
+            let (_, ns) = b
+                .run(prog, frame, cfg.repeat)
+                .with_context(|| format!("running {label}"))?;
+            samples.entry(label.to_string()).or_default().push(ns);
+        }
+    }
+    Ok(samples.into_iter().map(|(k, v)| (k, median(v))).collect())
+}
+
+fn set_block(b: &BenchObject, prefixes: &[Prefix]) -> Result<f64> {
+    let started = Instant::now();
+    lists::update(&b.dir.pins, ListKind::Block, |set| {
+        set.clear();
+        set.extend(prefixes.iter().copied());
+        Ok(())
+    })?;
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// Time `block load FILE` through the same code path as the CLI (parse file, then apply).
+fn time_file_load(b: &BenchObject, prefixes: &[Prefix]) -> Result<(f64, f64)> {
+    let path = std::env::temp_dir().join(format!("floodgate-bench-{}.txt", std::process::id()));
+    let text: String = prefixes.iter().map(|p| format!("{p}\n")).collect();
+    std::fs::write(&path, text)?;
+    let started = Instant::now();
+    let parsed = read_list_file(&path)?;
+    let parse = started.elapsed().as_secs_f64();
+    lists::update(&b.dir.pins, ListKind::Block, |set| {
+        set.clear();
+        set.extend(parsed);
+        Ok(())
+    })?;
+    let total = started.elapsed().as_secs_f64();
+    std::fs::remove_file(&path)?;
+    Ok((parse, total))
+}
+
+fn main() -> Result<()> {
+    require_root();
+    let quick = std::env::args().any(|a| a == "--quick");
+    let cfg = if quick {
+        Config {
+            rounds: 3,
+            repeat: 200_000,
+            sizes: vec![10, 10_000, 100_000],
+        }
+    } else {
+        Config {
+            rounds: 7,
+            repeat: 1_000_000,
+            sizes: vec![10, 10_000, 1_000_000],
+        }
+    };
+    let mut b = BenchObject::new()?;
+    let mut report = serde_json::Map::new();
+
+    // P1: fixed frames, 10-entry lists.
+    let clean4 = frame_v4("192.0.2.1");
+    let blocked4 = frame_v4("198.51.100.7");
+    let clean6 = frame_v6("2001:db8:600d::1");
+    let blocked6 = frame_v6("2001:db8:bad::7");
+    let ten: Vec<Prefix> = [
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.0.2.128/25",
+        "2001:db8:bad::/48",
+        "2001:db8:dead::/48",
+        "fd00::/8",
+        "2001:db8:1::/64",
+        "2001:db8:2::5",
+    ]
+    .iter()
+    .map(|e| parse_entry(e).unwrap())
+    .collect();
+    set_block(&b, &ten)?;
+    let p1 = measure(
+        &b,
+        &cfg,
+        &[
+            ("floor: XDP_DROP", "bench_drop_all", &clean4),
+            ("ours: IPv4 pass", "floodgate", &clean4),
+            ("ours: IPv4 blocklisted", "floodgate", &blocked4),
+            ("ours: IPv6 pass", "floodgate", &clean6),
+            ("ours: IPv6 blocklisted", "floodgate", &blocked6),
+        ],
+    )?;
+    println!(
+        "\nP1  per-packet cost, fixed frame (BPF_PROG_TEST_RUN, median of {} x {} runs)",
+        cfg.rounds, cfg.repeat
+    );
+    println!("{:<34} {:>10}", "row", "ns/pkt");
+    for (k, v) in &p1 {
+        println!("{k:<34} {v:>10.1}");
+    }
+    report.insert("p1_fixed_frame_ns".into(), json!(p1));
+
+    // P2: list scale with a random source per packet, ours against the kernel LPM trie.
+    let mut p2 = serde_json::Map::new();
+    let mut loads = serde_json::Map::new();
+    println!("\nP2  list scale, random source per packet (ns/pkt, RNG cost subtracted)");
+    println!(
+        "{:<10} {:>12} {:>12} {:>12} {:>12} {:>12}",
+        "entries", "ours v4", "LPM v4", "ours v6", "LPM v6", "no-list v4"
+    );
+    let mut base: Option<(f64, f64, f64, f64)> = None;
+    for &n in &cfg.sizes {
+        let mut list = gen::realistic_v4(n, 1);
+        list.extend(gen::realistic_v6(n, 2));
+        if n >= 1_000_000 {
+            // The CLI path, from a file, once per family on an empty list.
+            let (parse4, total4) = time_file_load(&b, &list[..n])?;
+            let (parse6, total6) = time_file_load(&b, &list[n..])?;
+            println!("  block load of {n} IPv4 entries from a file: {total4:.2}s (parse {parse4:.2}s); {n} IPv6: {total6:.2}s (parse {parse6:.2}s)");
+            loads.insert(format!("file_load_{n}_v4_s"), json!(total4));
+            loads.insert(format!("file_load_{n}_v6_s"), json!(total6));
+        }
+        let secs = set_block(&b, &list)?;
+        loads.insert(format!("apply_{}_entries_s", list.len()), json!(secs));
+        b.set_lpm(&list)?;
+        let r = measure(
+            &b,
+            &cfg,
+            &[
+                ("drop", "bench_drop_all", &clean4),
+                ("rng4", "bench_rng_only", &clean4),
+                ("rng6", "bench_rng_only", &clean6),
+                ("floor4", "bench_random_floor", &clean4),
+                ("ours4", "bench_random_source", &clean4),
+                ("lpm4", "bench_random_lpm", &clean4),
+                ("ours6", "bench_random_source", &clean6),
+                ("lpm6", "bench_random_lpm", &clean6),
+            ],
+        )?;
+        // What the RNG adds on top of running a program at all.
+        let rng4 = (r["rng4"] - r["drop"]).max(0.0);
+        let rng6 = (r["rng6"] - r["drop"]).max(0.0);
+        let ours4 = r["ours4"] - rng4;
+        let lpm4 = r["lpm4"] - rng4;
+        let ours6 = r["ours6"] - rng6;
+        let lpm6 = r["lpm6"] - rng6;
+        let floor4 = r["floor4"] - rng4;
+        println!("{n:<10} {ours4:>12.1} {lpm4:>12.1} {ours6:>12.1} {lpm6:>12.1} {floor4:>12.1}");
+        p2.insert(
+            n.to_string(),
+            json!({"ours_v4": ours4, "lpm_v4": lpm4, "ours_v6": ours6, "lpm_v6": lpm6, "no_list_v4": floor4,
+                   "rng_v4": rng4, "rng_v6": rng6, "raw": r}),
+        );
+        if base.is_none() {
+            base = Some((ours4, lpm4, ours6, lpm6));
+        }
+        if let Some((b4, bl4, b6, bl6)) = base {
+            if n != cfg.sizes[0] {
+                println!(
+                    "{:<10} {:>11.2}x {:>11.2}x {:>11.2}x {:>11.2}x   (vs {} entries)",
+                    "",
+                    ours4 / b4,
+                    lpm4 / bl4,
+                    ours6 / b6,
+                    lpm6 / bl6,
+                    cfg.sizes[0]
+                );
+            }
+        }
+    }
+    report.insert("p2_random_source_ns".into(), serde_json::Value::Object(p2));
+    report.insert("list_load_seconds".into(), serde_json::Value::Object(loads));
+    report.insert("machine".into(), json!(machine()));
+
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("latest.json");
+    std::fs::write(
+        &path,
+        serde_json::to_string_pretty(&serde_json::Value::Object(report))?,
+    )?;
+    println!("\nwrote {}", path.canonicalize()?.display());
+    Ok(())
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!(
+        "{cpu}, {} CPUs, Linux {}",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        kernel.trim()
+    )
+}
