@@ -121,33 +121,28 @@ fn parse_ipv6(frame: &[u8], off: usize) -> Option<Parsed> {
     let src = IpAddr::V6(Ipv6Addr::from(src));
     let mut at = off + IPV6_HDR_LEN;
     let mut walked = 0;
-    loop {
-        match next {
-            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_FRAGMENT => {
-                if walked == MAX_IPV6_EXT_HEADERS {
-                    return None;
-                }
-                walked += 1;
-                if at + 8 > end {
-                    return None;
-                }
-                let this = next;
-                next = frame[at];
-                if this == IPPROTO_FRAGMENT {
-                    let frag_offset = u16::from_be_bytes([frame[at + 2], frame[at + 3]]) >> 3;
-                    at += IPV6_FRAG_HDR_LEN;
-                    if frag_offset != 0 {
-                        return Some(Parsed::Ip { src, l4: None });
-                    }
-                } else {
-                    let len = (usize::from(frame[at + 1]) + 1) * 8;
-                    if at + len > end {
-                        return None;
-                    }
-                    at += len;
-                }
+    while let IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_FRAGMENT = next {
+        if walked == MAX_IPV6_EXT_HEADERS {
+            return None;
+        }
+        walked += 1;
+        if at + 8 > end {
+            return None;
+        }
+        let this = next;
+        next = frame[at];
+        if this == IPPROTO_FRAGMENT {
+            let frag_offset = u16::from_be_bytes([frame[at + 2], frame[at + 3]]) >> 3;
+            at += IPV6_FRAG_HDR_LEN;
+            if frag_offset != 0 {
+                return Some(Parsed::Ip { src, l4: None });
             }
-            _ => break,
+        } else {
+            let len = (usize::from(frame[at + 1]) + 1) * 8;
+            if at + len > end {
+                return None;
+            }
+            at += len;
         }
     }
     let l4 = check_l4(frame, at, end, next, true)?;

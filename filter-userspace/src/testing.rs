@@ -57,7 +57,7 @@ impl Drop for TestPins {
 /// BPF_PROG_TEST_RUN. Test runs see ingress ifindex 1 (lo), counted in slot 0.
 pub struct Harness {
     pub dir: TestPins,
-    prog: Program,
+    prog: Xdp,
     counters: PerCpuArray<MapData, Counter>,
 }
 
@@ -66,18 +66,9 @@ pub const XDP_PASS: u32 = 2;
 
 impl Harness {
     pub fn new() -> Result<Self> {
-        Self::with_program("floodgate")
-    }
-
-    /// Load the object and open one of its programs (`floodgate` or a bench variant).
-    pub fn with_program(name: &str) -> Result<Self> {
         let dir = TestPins::new()?;
         ensure_loaded(&dir.pins)?;
-        let prog = if name == "floodgate" {
-            Program::Pinned(Xdp::from_pin(dir.pins.prog(), XdpAttachType::Interface)?)
-        } else {
-            Program::Variant(load_variant(&dir.pins, name)?, name.to_string())
-        };
+        let prog = Xdp::from_pin(dir.pins.prog(), XdpAttachType::Interface)?;
         let counters =
             PerCpuArray::try_from(aya::maps::Map::PerCpuArray(dir.pins.open_map("COUNTERS")?))?;
         Ok(Self {
@@ -126,40 +117,9 @@ impl Harness {
         let mut opts = TestRunOptions::new();
         opts.data_in = Some(frame);
         opts.repeat = repeat;
-        let r = self.prog.get().test_run(opts)?;
+        let r = self.prog.test_run(opts)?;
         Ok((r.return_value, r.duration.as_nanos() as f64))
     }
-}
-
-/// The production program from its pin, or a bench variant owned by its own object.
-enum Program {
-    Pinned(Xdp),
-    Variant(aya::Ebpf, String),
-}
-
-impl Program {
-    fn get(&self) -> &Xdp {
-        match self {
-            Program::Pinned(p) => p,
-            Program::Variant(ebpf, name) => ebpf
-                .program(name)
-                .and_then(|p| <&Xdp>::try_from(p).ok())
-                .expect("variant loaded in load_variant"),
-        }
-    }
-}
-
-/// Load a bench variant from the same object, sharing the pinned maps.
-fn load_variant(pins: &PinDir, name: &str) -> Result<aya::Ebpf> {
-    let mut ebpf = aya::EbpfLoader::new()
-        .default_map_pin_directory(pins.maps_dir())
-        .load(crate::XDP_OBJECT)?;
-    let prog: &mut Xdp = ebpf
-        .program_mut(name)
-        .with_context(|| format!("no program {name}"))?
-        .try_into()?;
-    prog.load()?;
-    Ok(ebpf)
 }
 
 /// Run a command, failing with its stderr.

@@ -349,6 +349,20 @@ fn blocks_real_traffic_after_the_controller_exits() {
 }
 
 #[test]
+fn refuses_without_privileges() {
+    require_root();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_floodgate"))
+        .args(["status"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("CAP_BPF") && err.contains("CAP_NET_ADMIN") && err.contains("root"), "{err}");
+}
+
+#[test]
 fn controller_errors_and_exit_codes() {
     let env = Env::new();
     let (code, _, err) = env.floodgate(&["attach", "no-such-if0"]);
