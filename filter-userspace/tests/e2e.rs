@@ -359,7 +359,10 @@ fn refuses_without_privileges() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("CAP_BPF") && err.contains("CAP_NET_ADMIN") && err.contains("root"), "{err}");
+    assert!(
+        err.contains("CAP_BPF") && err.contains("CAP_NET_ADMIN") && err.contains("root"),
+        "{err}"
+    );
 }
 
 #[test]
