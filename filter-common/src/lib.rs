@@ -10,6 +10,8 @@
 extern crate std;
 
 #[cfg(feature = "std")]
+pub mod cidr;
+#[cfg(feature = "std")]
 pub mod frames;
 #[cfg(feature = "std")]
 pub mod model;

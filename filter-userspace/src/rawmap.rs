@@ -165,3 +165,45 @@ impl Drop for MappedWords {
         }
     }
 }
+
+/// Read the first `n` entries of a per-CPU array in one syscall, summed over CPUs. `V` must be
+/// a multiple of 8 bytes (per-CPU values are laid out at 8-byte strides).
+pub fn percpu_array_sums<V: Pod>(
+    fd: BorrowedFd<'_>,
+    n: u32,
+    ncpus: usize,
+    add: impl Fn(&mut V, &V),
+) -> io::Result<Vec<V>> {
+    assert_eq!(std::mem::size_of::<V>() % 8, 0);
+    let mut keys = vec![0u32; n as usize];
+    let mut values = vec![V::zeroed(); n as usize * ncpus];
+    let mut cursor = [0u64; 2];
+    let mut attr = BatchAttr {
+        out_batch: cursor.as_mut_ptr() as u64,
+        keys: keys.as_mut_ptr() as u64,
+        values: values.as_mut_ptr() as u64,
+        count: n,
+        map_fd: fd.as_raw_fd() as u32,
+        ..Default::default()
+    };
+    match bpf(BPF_MAP_LOOKUP_BATCH, &mut attr) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+        Err(e) => return Err(e),
+    }
+    if attr.count != n || keys.iter().enumerate().any(|(i, k)| *k != i as u32) {
+        return Err(io::Error::other(
+            "per-CPU batch lookup returned unexpected keys",
+        ));
+    }
+    Ok(values
+        .chunks(ncpus)
+        .map(|per_cpu| {
+            let mut sum = V::zeroed();
+            for v in per_cpu {
+                add(&mut sum, v);
+            }
+            sum
+        })
+        .collect())
+}

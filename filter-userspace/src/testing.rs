@@ -2,12 +2,13 @@
 //! and network namespaces with veth pairs. Every fixture removes what it created on drop, so
 //! a failing test leaves nothing behind.
 
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::{bail, Context, Result};
-use aya::maps::{MapData, PerCpuArray};
+use aya::maps::MapData;
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use aya_obj::programs::XdpAttachType;
 use filter_common::{Counter, Reason, REASON_SLOTS};
@@ -58,7 +59,8 @@ impl Drop for TestPins {
 pub struct Harness {
     pub dir: TestPins,
     prog: Xdp,
-    counters: PerCpuArray<MapData, Counter>,
+    counters: MapData,
+    ncpus: usize,
 }
 
 pub const XDP_DROP: u32 = 1;
@@ -69,12 +71,13 @@ impl Harness {
         let dir = TestPins::new()?;
         ensure_loaded(&dir.pins)?;
         let prog = Xdp::from_pin(dir.pins.prog(), XdpAttachType::Interface)?;
-        let counters =
-            PerCpuArray::try_from(aya::maps::Map::PerCpuArray(dir.pins.open_map("COUNTERS")?))?;
+        let counters = dir.pins.open_map("COUNTERS")?;
+        let ncpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
         Ok(Self {
             dir,
             prog,
             counters,
+            ncpus,
         })
     }
 
@@ -82,15 +85,17 @@ impl Harness {
         &self.dir.pins
     }
 
+    /// Packets per reason in slot 0 (test runs), summed over CPUs: one syscall.
     fn totals(&self) -> Result<[u64; REASON_SLOTS as usize]> {
+        let sums = crate::rawmap::percpu_array_sums::<Counter>(
+            self.counters.fd().as_fd(),
+            REASON_SLOTS,
+            self.ncpus,
+            |a, b| a.packets += b.packets,
+        )?;
         let mut out = [0u64; REASON_SLOTS as usize];
-        for (r, slot) in out.iter_mut().enumerate() {
-            *slot = self
-                .counters
-                .get(&(r as u32), 0)?
-                .iter()
-                .map(|c| c.packets)
-                .sum();
+        for (o, c) in out.iter_mut().zip(sums) {
+            *o = c.packets;
         }
         Ok(out)
     }
