@@ -218,3 +218,41 @@ pub fn bench_rng_only(ctx: XdpContext) -> u32 {
         _ => xdp_action::XDP_DROP,
     }
 }
+
+/// Traffic generator for the veth benchmarks: run with BPF_F_TEST_XDP_LIVE_FRAMES in the
+/// sending namespace, every frame goes out of the sending veth unchanged.
+#[xdp]
+pub fn bench_tx(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_TX
+}
+
+/// Generator variant with a fresh random source address per frame (untagged IPv4 or IPv6).
+#[xdp]
+pub fn bench_tx_random_source(ctx: XdpContext) -> u32 {
+    const IPV4_SRC: usize = 14 + 12;
+    const IPV6_SRC: usize = 14 + 8;
+    match ethernet::be16_at(&ctx, 12) {
+        Some(ETH_P_IPV4) => {
+            if let Some(p) = ethernet::ptr_at::<[u8; 4]>(&ctx, IPV4_SRC) {
+                // SAFETY: ptr_at checked the 4 bytes are in the frame; XDP frames are writable.
+                unsafe {
+                    core::ptr::write_unaligned(p.cast_mut(), bpf_get_prandom_u32().to_be_bytes())
+                };
+            }
+        }
+        Some(ETH_P_IPV6) => {
+            if let (Some(p), Source::V6(hi, lo)) = (
+                ethernet::ptr_at::<[u8; 16]>(&ctx, IPV6_SRC),
+                random_source(Source::V6(0, 0)),
+            ) {
+                let mut a = [0u8; 16];
+                a[..8].copy_from_slice(&hi.to_be_bytes());
+                a[8..].copy_from_slice(&lo.to_be_bytes());
+                // SAFETY: as above.
+                unsafe { core::ptr::write_unaligned(p.cast_mut(), a) };
+            }
+        }
+        _ => {}
+    }
+    xdp_action::XDP_TX
+}

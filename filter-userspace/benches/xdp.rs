@@ -6,6 +6,7 @@
 
 #[path = "../tests/support/gen.rs"]
 mod gen;
+mod veth;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -110,7 +111,16 @@ fn time_file_load(b: &BenchObject, prefixes: &[Prefix]) -> Result<(f64, f64)> {
 
 fn main() -> Result<()> {
     require_root();
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let only: Option<String> = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1).cloned());
+    let want = |part: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|p| p == part))
+    };
     let cfg = if quick {
         Config {
             rounds: 3,
@@ -127,7 +137,32 @@ fn main() -> Result<()> {
     let mut b = BenchObject::new()?;
     let mut report = serde_json::Map::new();
 
-    // P1: fixed frames, 10-entry lists.
+    if want("p1") || want("p2") {
+        p1_p2(&mut b, &cfg, &mut report, &want)?;
+    }
+    if want("p3") {
+        report.insert("p3_veth".into(), p3(&mut b, &cfg, quick)?);
+    }
+    report.insert("machine".into(), json!(machine()));
+
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("latest.json");
+    std::fs::write(
+        &path,
+        serde_json::to_string_pretty(&serde_json::Value::Object(report))?,
+    )?;
+    println!("\nwrote {}", path.canonicalize()?.display());
+    Ok(())
+}
+
+/// P1 (fixed frames) and P2 (list scale with random sources).
+fn p1_p2(
+    b: &mut BenchObject,
+    cfg: &Config,
+    report: &mut serde_json::Map<String, serde_json::Value>,
+    want: &dyn Fn(&str) -> bool,
+) -> Result<()> {
     let clean4 = frame_v4("192.0.2.1");
     let blocked4 = frame_v4("198.51.100.7");
     let clean6 = frame_v6("2001:db8:600d::1");
@@ -147,28 +182,33 @@ fn main() -> Result<()> {
     .iter()
     .map(|e| parse_entry(e).unwrap())
     .collect();
-    set_block(&b, &ten)?;
-    let p1 = measure(
-        &b,
-        &cfg,
-        &[
-            ("floor: XDP_DROP", "bench_drop_all", &clean4),
-            ("ours: IPv4 pass", "floodgate", &clean4),
-            ("ours: IPv4 blocklisted", "floodgate", &blocked4),
-            ("ours: IPv6 pass", "floodgate", &clean6),
-            ("ours: IPv6 blocklisted", "floodgate", &blocked6),
-        ],
-    )?;
-    println!(
-        "\nP1  per-packet cost, fixed frame (BPF_PROG_TEST_RUN, median of {} x {} runs)",
-        cfg.rounds, cfg.repeat
-    );
-    println!("{:<34} {:>10}", "row", "ns/pkt");
-    for (k, v) in &p1 {
-        println!("{k:<34} {v:>10.1}");
+    set_block(b, &ten)?;
+    if want("p1") {
+        let p1 = measure(
+            b,
+            cfg,
+            &[
+                ("floor: XDP_DROP", "bench_drop_all", &clean4),
+                ("ours: IPv4 pass", "floodgate", &clean4),
+                ("ours: IPv4 blocklisted", "floodgate", &blocked4),
+                ("ours: IPv6 pass", "floodgate", &clean6),
+                ("ours: IPv6 blocklisted", "floodgate", &blocked6),
+            ],
+        )?;
+        println!(
+            "\nP1  per-packet cost, fixed frame (BPF_PROG_TEST_RUN, median of {} x {} runs)",
+            cfg.rounds, cfg.repeat
+        );
+        println!("{:<34} {:>10}", "row", "ns/pkt");
+        for (k, v) in &p1 {
+            println!("{k:<34} {v:>10.1}");
+        }
+        report.insert("p1_fixed_frame_ns".into(), json!(p1));
     }
-    report.insert("p1_fixed_frame_ns".into(), json!(p1));
 
+    if !want("p2") {
+        return Ok(());
+    }
     // P2: list scale with a random source per packet, ours against the kernel LPM trie.
     let mut p2 = serde_json::Map::new();
     let mut loads = serde_json::Map::new();
@@ -183,18 +223,18 @@ fn main() -> Result<()> {
         list.extend(gen::realistic_v6(n, 2));
         if n >= 1_000_000 {
             // The CLI path, from a file, once per family on an empty list.
-            let (parse4, total4) = time_file_load(&b, &list[..n])?;
-            let (parse6, total6) = time_file_load(&b, &list[n..])?;
+            let (parse4, total4) = time_file_load(b, &list[..n])?;
+            let (parse6, total6) = time_file_load(b, &list[n..])?;
             println!("  block load of {n} IPv4 entries from a file: {total4:.2}s (parse {parse4:.2}s); {n} IPv6: {total6:.2}s (parse {parse6:.2}s)");
             loads.insert(format!("file_load_{n}_v4_s"), json!(total4));
             loads.insert(format!("file_load_{n}_v6_s"), json!(total6));
         }
-        let secs = set_block(&b, &list)?;
+        let secs = set_block(b, &list)?;
         loads.insert(format!("apply_{}_entries_s", list.len()), json!(secs));
         b.set_lpm(&list)?;
         let r = measure(
-            &b,
-            &cfg,
+            b,
+            cfg,
             &[
                 ("drop", "bench_drop_all", &clean4),
                 ("rng4", "bench_rng_only", &clean4),
@@ -239,17 +279,71 @@ fn main() -> Result<()> {
     }
     report.insert("p2_random_source_ns".into(), serde_json::Value::Object(p2));
     report.insert("list_load_seconds".into(), serde_json::Value::Object(loads));
-    report.insert("machine".into(), json!(machine()));
-
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join("latest.json");
-    std::fs::write(
-        &path,
-        serde_json::to_string_pretty(&serde_json::Value::Object(report))?,
-    )?;
-    println!("\nwrote {}", path.canonicalize()?.display());
     Ok(())
+}
+
+/// P3: the flood crosses a real veth; see benches/veth.rs.
+fn p3(b: &mut BenchObject, cfg: &Config, quick: bool) -> Result<serde_json::Value> {
+    use veth::{Layout, Receiver, VethBench};
+    let million = if quick {
+        gen::realistic_v4(100_000, 11)
+    } else {
+        gen::realistic_v4(1_000_000, 11)
+    };
+    let vb = VethBench::new(million)?;
+    let frame = vb.frame(false);
+    let (split_n, shared_n) = if quick {
+        (2_000_000, 500_000)
+    } else {
+        (8_000_000, 2_000_000)
+    };
+    let rounds = cfg.rounds.min(5);
+    let mut mpps: BTreeMap<Receiver, Vec<f64>> = BTreeMap::new();
+    let mut nspp: BTreeMap<Receiver, Vec<f64>> = BTreeMap::new();
+    for _ in 0..rounds {
+        for r in Receiver::ALL {
+            let link = vb
+                .setup(b, r)
+                .with_context(|| format!("setting up {r:?}"))?;
+            let split = vb.flood(b, Layout::SplitCpus, &frame, split_n);
+            let shared = vb.flood(b, Layout::SharedCpu, &frame, shared_n);
+            vb.teardown(b, r, link)
+                .with_context(|| format!("tearing down {r:?}"))?;
+            let (handled, secs) = split?;
+            mpps.entry(r).or_default().push(handled as f64 / secs / 1e6);
+            let (handled, secs) = shared?;
+            nspp.entry(r)
+                .or_default()
+                .push(secs * 1e9 / handled.max(1) as f64);
+        }
+    }
+    let samples = json!({
+        "split_cpu_mpps": mpps.iter().map(|(k, v)| (k.label(), v.clone())).collect::<BTreeMap<_, _>>(),
+        "shared_cpu_ns_per_pkt": nspp.iter().map(|(k, v)| (k.label(), v.clone())).collect::<BTreeMap<_, _>>(),
+    });
+    let mpps: BTreeMap<Receiver, f64> = mpps.into_iter().map(|(k, v)| (k, median(v))).collect();
+    let nspp: BTreeMap<Receiver, f64> = nspp.into_iter().map(|(k, v)| (k, median(v))).collect();
+    let floor = nspp[&Receiver::DropAll];
+    let drop_all = mpps[&Receiver::DropAll];
+    println!("\nP3  veth flood, IPv4 UDP from one blocked source (median of {rounds})");
+    println!(
+        "{:<32} {:>10} {:>12} {:>12} {:>14}",
+        "receiver", "Mpps", "vs drop-all", "ns/pkt", "ns over floor"
+    );
+    let mut rows = serde_json::Map::new();
+    for r in Receiver::ALL {
+        println!(
+            "{:<32} {:>10.2} {:>11.2}x {:>12.0} {:>14.0}",
+            r.label(),
+            mpps[&r],
+            mpps[&r] / drop_all,
+            nspp[&r],
+            nspp[&r] - floor
+        );
+        rows.insert(r.label().into(), json!({"split_cpu_mpps": mpps[&r], "shared_cpu_ns_per_pkt": nspp[&r], "shared_cpu_ns_over_drop_all": nspp[&r] - floor}));
+    }
+    rows.insert("samples".into(), samples);
+    Ok(serde_json::Value::Object(rows))
 }
 
 fn machine() -> String {

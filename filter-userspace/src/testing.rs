@@ -235,6 +235,8 @@ pub const BENCH_PROGRAMS: &[&str] = &[
     "bench_random_floor",
     "bench_rng_only",
     "bench_drop_all",
+    "bench_tx",
+    "bench_tx_random_source",
 ];
 
 impl BenchObject {
@@ -297,6 +299,92 @@ impl BenchObject {
                 v6.insert(&Key::new(u32::from(len), addr.to_be_bytes()), 1, 0)?;
             }
         }
+        Ok(())
+    }
+}
+
+/// Run `f` on the current thread inside the network namespace at `ns`, then come back.
+pub fn with_netns<T>(ns: &std::path::Path, f: impl FnOnce() -> T) -> Result<T> {
+    use std::os::fd::AsRawFd;
+    let home = std::fs::File::open("/proc/thread-self/ns/net").context("open own netns")?;
+    let target = std::fs::File::open(ns).with_context(|| format!("open {}", ns.display()))?;
+    // SAFETY: setns with fds we own, on this thread only.
+    if unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("setns into target");
+    }
+    let out = f();
+    // SAFETY: as above.
+    if unsafe { libc::setns(home.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        // Continuing in the wrong namespace could touch interfaces we did not create.
+        panic!(
+            "cannot return to the original network namespace: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(out)
+}
+
+/// Pin the calling thread to one CPU.
+pub fn pin_thread_to_cpu(cpu: usize) -> Result<()> {
+    // SAFETY: a zeroed cpu_set_t with one bit set, for the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error()).context("sched_setaffinity");
+        }
+    }
+    Ok(())
+}
+
+impl BenchObject {
+    /// Send `count` copies of `frame` out of interface `ifindex` (of the calling thread's
+    /// namespace) with BPF_PROG_TEST_RUN live frames and program `name` (XDP_TX).
+    pub fn live_frames(
+        &self,
+        name: &str,
+        frame: &[u8],
+        ifindex: u32,
+        count: u32,
+    ) -> Result<std::time::Duration> {
+        use aya::programs::TestRunAttrs;
+        let prog: &Xdp = self
+            .ebpf
+            .program(name)
+            .with_context(|| format!("no program {name}"))?
+            .try_into()?;
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex
+        // The kernel wants data_end equal to the frame length and no metadata.
+        let mut ctx = [0u8; 24];
+        ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+        ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(frame);
+        opts.ctx_in = Some(&ctx);
+        opts.repeat = count;
+        opts.attrs = TestRunAttrs::new().xdp_live_frames(64);
+        let started = std::time::Instant::now();
+        prog.test_run(opts).context("live-frames test run")?;
+        Ok(started.elapsed())
+    }
+
+    /// Attach program `name` to `ifindex` of the calling thread's namespace (native mode).
+    pub fn attach(&mut self, name: &str, ifindex: u32) -> Result<aya::programs::xdp::XdpLinkId> {
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(name)
+            .with_context(|| format!("no program {name}"))?
+            .try_into()?;
+        Ok(prog.attach_to_if_index(ifindex, aya::programs::XdpMode::Driver)?)
+    }
+
+    pub fn detach(&mut self, name: &str, link: aya::programs::xdp::XdpLinkId) -> Result<()> {
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(name)
+            .with_context(|| format!("no program {name}"))?
+            .try_into()?;
+        prog.detach(link)?;
         Ok(())
     }
 }
