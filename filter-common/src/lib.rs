@@ -243,6 +243,16 @@ pub struct V6Block {
     pub reserved: u32,
     /// Bit i set: some prefix of length 33 + i lies inside this /32 (i in 0..96).
     pub long_lengths: [u64; 2],
+    /// Bit `v6_filter48_bit(addr)` set: some prefix of length 48 or more lies in that /48.
+    /// Lets a source skip every /48-and-longer lookup with one test; shorter lengths (33-47)
+    /// are always looked up.
+    pub filter48: u64,
+}
+
+/// Bit of `V6Block::filter48` for the /48 that holds an address (its bits 32..48).
+#[inline(always)]
+pub const fn v6_filter48_bit(hi: u64) -> u32 {
+    (((hi >> 16) as u32 & 0xffff).wrapping_mul(0x9E37_79B1)) >> 26
 }
 
 /// An IPv6 prefix longer than /32, address masked to `len` bits, network byte order.

@@ -1,8 +1,9 @@
 //! List membership through the compiled structures described in filter-common.
 
 use filter_common::{
-    mask_v6, summary_cell, summary_state, v6_filter_cell, verdict24_cell, ListKind, V6PrefixKey,
-    STATE_FULL, STATE_PARTIAL, V4_VERDICT_ALLOW, V4_VERDICT_BLOCK, V4_VERDICT_NONE, V6_BLOCK_FULL,
+    mask_v6, summary_cell, summary_state, v6_filter48_bit, v6_filter_cell, verdict24_cell,
+    ListKind, V6PrefixKey, STATE_FULL, STATE_PARTIAL, V4_VERDICT_ALLOW, V4_VERDICT_BLOCK,
+    V4_VERDICT_NONE, V6_BLOCK_FULL,
 };
 
 use crate::maps::{
@@ -104,6 +105,8 @@ fn v6_in(state: u64, filter: u64, fshift: u32, kind: ListKind, hi: u64, lo: u64)
         return true;
     }
     // One exact lookup per prefix length present under this /32; bounded by 96 lengths.
+    // Lengths of /48 and more are skipped at once when this source's /48 holds none.
+    let in48 = (block.filter48 >> v6_filter48_bit(hi)) & 1 == 1;
     for half in 0..2 {
         let mut lengths = block.long_lengths[half];
         for _ in 0..64 {
@@ -113,6 +116,10 @@ fn v6_in(state: u64, filter: u64, fshift: u32, kind: ListKind, hi: u64, lo: u64)
             let bit = lengths.trailing_zeros();
             lengths &= lengths - 1;
             let len = 33 + 64 * half as u32 + bit;
+            if len >= 48 && !in48 {
+                // Lengths come in ascending order: every remaining one is >= 48 too.
+                break;
+            }
             let (mh, ml) = mask_v6(hi, lo, len);
             let mut key = V6PrefixKey { addr: [0; 16], len };
             key.addr[..8].copy_from_slice(&mh.to_be_bytes());

@@ -6,6 +6,7 @@
 
 #[path = "../tests/support/gen.rs"]
 mod gen;
+mod peers;
 mod veth;
 
 use std::collections::BTreeMap;
@@ -63,18 +64,27 @@ fn frame_v6(src: &str) -> Vec<u8> {
     )
 }
 
-/// Measure every (label, program, frame) `rounds` times, interleaved; median ns per packet.
+/// What runs a row: one of our programs, or xdp-filter's.
+#[derive(Clone, Copy)]
+enum Runner<'a> {
+    Ours(&'a str),
+    XdpFilter(&'a peers::XdpFilter),
+}
+
+/// Measure every (label, runner, frame) `rounds` times, interleaved; median ns per packet.
 fn measure(
     b: &BenchObject,
     cfg: &Config,
-    rows: &[(&str, &str, &[u8])],
+    rows: &[(&str, Runner<'_>, &[u8])],
 ) -> Result<BTreeMap<String, f64>> {
     let mut samples: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for _ in 0..cfg.rounds {
-        for (label, prog, frame) in rows {
-            let (_, ns) = b
-                .run(prog, frame, cfg.repeat)
-                .with_context(|| format!("running {label}"))?;
+        for (label, runner, frame) in rows {
+            let (_, ns) = match runner {
+                Runner::Ours(prog) => b.run(prog, frame, cfg.repeat),
+                Runner::XdpFilter(f) => f.run(frame, cfg.repeat),
+            }
+            .with_context(|| format!("running {label}"))?;
             samples.entry(label.to_string()).or_default().push(ns);
         }
     }
@@ -184,26 +194,75 @@ fn p1_p2(
     .collect();
     set_block(b, &ten)?;
     if want("p1") {
-        let p1 = measure(
-            b,
-            cfg,
-            &[
-                ("floor: XDP_DROP", "bench_drop_all", &clean4),
-                ("ours: IPv4 pass", "floodgate", &clean4),
-                ("ours: IPv4 blocklisted", "floodgate", &blocked4),
-                ("ours: IPv6 pass", "floodgate", &clean6),
-                ("ours: IPv6 blocklisted", "floodgate", &blocked6),
-            ],
-        )?;
+        let xdp_filter = peers::XdpFilter::load(
+            [198, 51, 100, 7],
+            "2001:db8:bad::7".parse::<Ipv6Addr>()?.octets(),
+        );
+        if let Err(e) = &xdp_filter {
+            println!("\nP1: xdp-filter rows skipped: {e:#}");
+        }
+        let ours = Runner::Ours("floodgate");
+        let far4 = frame_v4("100.64.0.1");
+        let far6 = frame_v6("2a01::1");
+        let cases: [(&str, &[u8]); 6] = [
+            ("IPv4 pass", &far4),
+            ("IPv4 pass, listed /25 in /24", &clean4),
+            ("IPv4 blocklisted", &blocked4),
+            ("IPv6 pass", &far6),
+            ("IPv6 pass, listed /48s in /32", &clean6),
+            ("IPv6 blocklisted", &blocked6),
+        ];
+        let labels: Vec<(String, String)> = cases
+            .iter()
+            .map(|(c, _)| (format!("ours: {c}"), format!("xdp-filter: {c}")))
+            .collect();
+        let mut rows: Vec<(&str, Runner<'_>, &[u8])> =
+            vec![("floor: XDP_DROP", Runner::Ours("bench_drop_all"), &clean4)];
+        for ((_, frame), (our_label, peer_label)) in cases.iter().zip(&labels) {
+            rows.push((our_label, ours, frame));
+            if let Ok(f) = &xdp_filter {
+                rows.push((peer_label, Runner::XdpFilter(f), frame));
+            }
+        }
+        let p1 = measure(b, cfg, &rows)?;
+        let floor = p1["floor: XDP_DROP"];
         println!(
-            "\nP1  per-packet cost, fixed frame (BPF_PROG_TEST_RUN, median of {} x {} runs)",
+            "\nP1  per-packet cost, fixed frame, 10-entry lists (BPF_PROG_TEST_RUN, median of {} x {} runs)",
             cfg.rounds, cfg.repeat
         );
-        println!("{:<34} {:>10}", "row", "ns/pkt");
-        for (k, v) in &p1 {
-            println!("{k:<34} {v:>10.1}");
+        println!(
+            "{:<30} {:>8} {:>11} {:>13} {:>15}",
+            "row", "ns/pkt", "over floor", "vs xdp-filter", "(over floor)"
+        );
+        println!("{:<30} {floor:>8.1}", "floor: XDP_DROP");
+        let mut ratios = serde_json::Map::new();
+        for (our_label, peer_label) in &labels {
+            for label in [our_label, peer_label] {
+                let Some(&ns) = p1.get(label.as_str()) else {
+                    continue;
+                };
+                let versus = match (label == our_label, p1.get(peer_label.as_str())) {
+                    (true, Some(&peer)) => {
+                        ratios.insert(
+                            our_label.clone(),
+                            json!({"raw": ns / peer, "over_floor": (ns - floor) / (peer - floor)}),
+                        );
+                        format!(
+                            "{:>12.2}x {:>14.2}x",
+                            ns / peer,
+                            (ns - floor) / (peer - floor)
+                        )
+                    }
+                    _ => String::new(),
+                };
+                println!("{label:<42} {ns:>8.1} {:>11.1} {versus}", ns - floor);
+            }
         }
         report.insert("p1_fixed_frame_ns".into(), json!(p1));
+        report.insert(
+            "p1_ratio_to_xdp_filter".into(),
+            serde_json::Value::Object(ratios),
+        );
     }
 
     if !want("p2") {
@@ -236,14 +295,14 @@ fn p1_p2(
             b,
             cfg,
             &[
-                ("drop", "bench_drop_all", &clean4),
-                ("rng4", "bench_rng_only", &clean4),
-                ("rng6", "bench_rng_only", &clean6),
-                ("floor4", "bench_random_floor", &clean4),
-                ("ours4", "bench_random_source", &clean4),
-                ("lpm4", "bench_random_lpm", &clean4),
-                ("ours6", "bench_random_source", &clean6),
-                ("lpm6", "bench_random_lpm", &clean6),
+                ("drop", Runner::Ours("bench_drop_all"), &clean4),
+                ("rng4", Runner::Ours("bench_rng_only"), &clean4),
+                ("rng6", Runner::Ours("bench_rng_only"), &clean6),
+                ("floor4", Runner::Ours("bench_random_floor"), &clean4),
+                ("ours4", Runner::Ours("bench_random_source"), &clean4),
+                ("lpm4", Runner::Ours("bench_random_lpm"), &clean4),
+                ("ours6", Runner::Ours("bench_random_source"), &clean6),
+                ("lpm6", Runner::Ours("bench_random_lpm"), &clean6),
             ],
         )?;
         // What the RNG adds on top of running a program at all.

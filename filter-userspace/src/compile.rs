@@ -5,9 +5,9 @@
 use std::collections::{HashMap, HashSet};
 
 use filter_common::{
-    mask_v6, summary_cell, summary_state, v6_filter_cell, HostBitmap, ListKind, V6Block,
-    V6PrefixKey, STATE_FULL, STATE_PARTIAL, V4_SUMMARY_WORDS, V6_BLOCK_FULL, V6_FILTER32_WORDS,
-    V6_SUMMARY16_WORDS,
+    mask_v6, summary_cell, summary_state, v6_filter48_bit, v6_filter_cell, HostBitmap, ListKind,
+    V6Block, V6PrefixKey, STATE_FULL, STATE_PARTIAL, V4_SUMMARY_WORDS, V6_BLOCK_FULL,
+    V6_FILTER32_WORDS, V6_SUMMARY16_WORDS,
 };
 
 /// Bits of a summary word that belong to `kind` (2 of every 4).
@@ -107,7 +107,11 @@ pub fn compile_v6(kind: ListKind, prefixes: impl IntoIterator<Item = (u128, u8)>
                 len: u32::from(len),
             });
             let bit = u32::from(len) - 33;
-            blocks.entry(top32).or_default().long_lengths[(bit / 64) as usize] |= 1 << (bit % 64);
+            let block = blocks.entry(top32).or_default();
+            block.long_lengths[(bit / 64) as usize] |= 1 << (bit % 64);
+            if len >= 48 {
+                block.filter48 |= 1 << v6_filter48_bit(hi);
+            }
         }
     }
     blocks.retain(|&top32, block| {
@@ -116,6 +120,7 @@ pub fn compile_v6(kind: ListKind, prefixes: impl IntoIterator<Item = (u128, u8)>
         }
         if block.flags & V6_BLOCK_FULL != 0 {
             block.long_lengths = [0, 0];
+            block.filter48 = 0;
         }
         true
     });
@@ -170,16 +175,19 @@ pub fn lookup_v6(c: &CompiledV6, kind: ListKind, addr: u128) -> bool {
         return true;
     }
     let (hi, lo) = v6_split(addr);
+    let in48 = (block.filter48 >> v6_filter48_bit(hi)) & 1 == 1;
     (0..96u32).any(|bit| {
-        block.long_lengths[(bit / 64) as usize] & (1 << (bit % 64)) != 0 && {
-            let len = 33 + bit;
-            let (mh, ml) = mask_v6(hi, lo, len);
-            let masked = (u128::from(mh) << 64) | u128::from(ml);
-            c.long.contains(&V6PrefixKey {
-                addr: masked.to_be_bytes(),
-                len,
-            })
-        }
+        block.long_lengths[(bit / 64) as usize] & (1 << (bit % 64)) != 0
+            && (bit + 33 < 48 || in48)
+            && {
+                let len = 33 + bit;
+                let (mh, ml) = mask_v6(hi, lo, len);
+                let masked = (u128::from(mh) << 64) | u128::from(ml);
+                c.long.contains(&V6PrefixKey {
+                    addr: masked.to_be_bytes(),
+                    len,
+                })
+            }
     })
 }
 
