@@ -4,6 +4,7 @@
 //! list: a replayed frame keeps every lookup in L1). Rows are interleaved and repeated; the
 //! median is reported. Writes target/bench/latest.json.
 
+mod chart;
 #[path = "../tests/support/gen.rs"]
 mod gen;
 mod peers;
@@ -160,9 +161,14 @@ fn main() -> Result<()> {
     let path = dir.join("latest.json");
     std::fs::write(
         &path,
-        serde_json::to_string_pretty(&serde_json::Value::Object(report))?,
+        serde_json::to_string_pretty(&serde_json::Value::Object(report.clone()))?,
     )?;
     println!("\nwrote {}", path.canonicalize()?.display());
+    let png = dir.join("latest.png");
+    match chart::draw(&png, &machine(), &panels(&report)) {
+        Ok(()) => println!("wrote {}", png.canonicalize()?.display()),
+        Err(e) => println!("chart not drawn: {e:#}"),
+    }
     Ok(())
 }
 
@@ -403,6 +409,77 @@ fn p3(b: &mut BenchObject, cfg: &Config, quick: bool) -> Result<serde_json::Valu
     }
     rows.insert("samples".into(), samples);
     Ok(serde_json::Value::Object(rows))
+}
+
+/// Chart panels from the report, one per part that ran.
+fn panels(report: &serde_json::Map<String, serde_json::Value>) -> Vec<chart::Panel> {
+    let mut out = Vec::new();
+    if let Some(p1) = report.get("p1_fixed_frame_ns").and_then(|v| v.as_object()) {
+        out.push(chart::Panel {
+            title: "P1  per-packet cost, fixed frame (BPF_PROG_TEST_RUN)".into(),
+            unit: "ns",
+            rows: p1
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_f64().unwrap_or(0.0),
+                        !k.starts_with("xdp-filter"),
+                    )
+                })
+                .collect(),
+        });
+    }
+    if let Some(p2) = report
+        .get("p2_random_source_ns")
+        .and_then(|v| v.as_object())
+    {
+        let mut rows = Vec::new();
+        for (family, ours, lpm) in [("IPv4", "ours_v4", "lpm_v4"), ("IPv6", "ours_v6", "lpm_v6")] {
+            for (n, v) in p2 {
+                rows.push((
+                    format!("floodgate {family}, {n} entries"),
+                    v[ours].as_f64().unwrap_or(0.0),
+                    true,
+                ));
+                rows.push((
+                    format!("kernel LPM trie {family}, {n} entries"),
+                    v[lpm].as_f64().unwrap_or(0.0),
+                    false,
+                ));
+            }
+        }
+        out.push(chart::Panel {
+            title: "P2  list scale, random source per packet".into(),
+            unit: "ns",
+            rows,
+        });
+    }
+    if let Some(p3) = report.get("p3_veth").and_then(|v| v.as_object()) {
+        let rows = |key: &str| -> Vec<(String, f64, bool)> {
+            p3.iter()
+                .filter(|(k, _)| *k != "samples")
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v[key].as_f64().unwrap_or(0.0),
+                        k.starts_with("floodgate") || k.starts_with("reference"),
+                    )
+                })
+                .collect()
+        };
+        out.push(chart::Panel {
+            title: "P3  veth flood, receive NAPI on its own CPU: packets handled".into(),
+            unit: "Mpps",
+            rows: rows("split_cpu_mpps"),
+        });
+        out.push(chart::Panel {
+            title: "P3  veth flood, sender and receiver on one CPU: cost per packet".into(),
+            unit: "ns",
+            rows: rows("shared_cpu_ns_per_pkt"),
+        });
+    }
+    out
 }
 
 fn machine() -> String {
