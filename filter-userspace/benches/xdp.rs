@@ -457,14 +457,15 @@ fn panels(report: &serde_json::Map<String, serde_json::Value>) -> Vec<chart::Pan
     }
     if let Some(p3) = report.get("p3_veth").and_then(|v| v.as_object()) {
         let rows = |key: &str| -> Vec<(String, f64, bool)> {
-            p3.iter()
-                .filter(|(k, _)| *k != "samples")
-                .map(|(k, v)| {
-                    (
-                        k.clone(),
-                        v[key].as_f64().unwrap_or(0.0),
-                        k.starts_with("floodgate") || k.starts_with("reference"),
-                    )
+            veth::Receiver::ALL
+                .iter()
+                .filter_map(|r| {
+                    let v = p3.get(r.label())?[key].as_f64()?;
+                    let ours = matches!(
+                        r,
+                        veth::Receiver::Ours1 | veth::Receiver::Ours1M | veth::Receiver::DropAll
+                    );
+                    Some((r.label().to_string(), v, ours))
                 })
                 .collect()
         };

@@ -36,7 +36,12 @@ enum Cmd {
         #[arg(long, default_value_t = 8)]
         seconds: u32,
     },
-    /// Per-packet cost and list-scale benchmarks; writes target/bench/latest.json.
+    /// Run every cargo-fuzz target (fuzz/) for SECONDS each and print libFuzzer's totals.
+    Fuzz {
+        #[arg(default_value_t = 60)]
+        seconds: u32,
+    },
+    /// Benchmarks P1-P3 side by side with peers; writes target/bench/latest.{json,png}.
     Bench {
         /// Extra arguments for the bench binary (e.g. --quick).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -127,6 +132,21 @@ fn run(cli: Cli) -> Result<()> {
             match iface {
                 Some(iface) => demo::on_interface(&iface)?,
                 None => demo::self_contained(seconds)?,
+            }
+        }
+        Cmd::Fuzz { seconds } => {
+            prereqs::ensure(Need::Fuzz)?;
+            for target in ["cidr_entry", "list_file", "packet_model"] {
+                let status = Command::new("cargo")
+                    .args(["+nightly", "fuzz", "run", "-O", target, "--"])
+                    .arg(format!("-max_total_time={seconds}"))
+                    .arg("-print_final_stats=1")
+                    .current_dir(workspace_root().join("fuzz"))
+                    .status()
+                    .context("running cargo fuzz")?;
+                if !status.success() {
+                    bail!("fuzz target {target} found a failure; see fuzz/artifacts/{target}");
+                }
             }
         }
         Cmd::Bench { args } => {

@@ -26,6 +26,7 @@ const BENCH_TOOLS: &[(&str, &str)] = &[
     ("xdp-filter", "xdp-tools"),
     ("nft", "nftables"),
     ("iptables", "iptables"),
+    ("ethtool", "ethtool"),
 ];
 
 fn is_root() -> bool {
@@ -69,6 +70,14 @@ fn bpf_linker_ok() -> bool {
         .unwrap_or(false)
 }
 
+fn cargo_fuzz_ok() -> bool {
+    Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
 fn run(cmd: &mut Command) -> Result<()> {
     eprintln!("xtask: running {cmd:?}");
     let status = cmd
@@ -85,6 +94,7 @@ enum Step {
     RustSrc,
     Apt(Vec<&'static str>),
     BpfLinker,
+    CargoFuzz,
 }
 
 impl Step {
@@ -95,6 +105,7 @@ impl Step {
             Step::BpfLinker => format!(
                 "LLVM_PREFIX=/usr/lib/llvm-22 cargo install bpf-linker --version '^{BPF_LINKER_VERSION}' --no-default-features --features llvm-22"
             ),
+            Step::CargoFuzz => "cargo install cargo-fuzz".into(),
         }
     }
 
@@ -125,6 +136,7 @@ impl Step {
                     "llvm-22",
                 ])
                 .env("LLVM_PREFIX", "/usr/lib/llvm-22")),
+            Step::CargoFuzz => run(Command::new("cargo").args(["install", "cargo-fuzz"])),
         }
     }
 }
@@ -134,6 +146,7 @@ pub enum Need {
     Build,
     Test,
     Bench,
+    Fuzz,
 }
 
 /// Check everything `need` requires; install what is missing (root) or explain how.
@@ -169,6 +182,9 @@ pub fn ensure(need: Need) -> Result<()> {
     }
     if !linker {
         steps.push(Step::BpfLinker);
+    }
+    if need == Need::Fuzz && !cargo_fuzz_ok() {
+        steps.push(Step::CargoFuzz);
     }
     if steps.is_empty() {
         return Ok(());
