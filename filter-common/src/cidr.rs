@@ -18,6 +18,26 @@ pub enum Prefix {
 }
 
 impl Prefix {
+    /// An IPv4 prefix with the bits beyond `len` cleared (`len` at most 32).
+    pub fn v4(addr: u32, len: u8) -> Self {
+        let addr = if len == 0 {
+            0
+        } else {
+            addr & (u32::MAX << (32 - u32::from(len)))
+        };
+        Prefix::V4 { addr, len }
+    }
+
+    /// An IPv6 prefix with the bits beyond `len` cleared (`len` at most 128).
+    pub fn v6(addr: u128, len: u8) -> Self {
+        let addr = if len == 0 {
+            0
+        } else {
+            addr & (u128::MAX << (128 - u32::from(len)))
+        };
+        Prefix::V6 { addr, len }
+    }
+
     pub fn to_ipnet(self) -> IpNet {
         match self {
             Prefix::V4 { addr, len } => {

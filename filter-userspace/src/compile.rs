@@ -194,6 +194,7 @@ pub fn lookup_v6(c: &CompiledV6, kind: ListKind, addr: u128) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cidr::Prefix;
     use rand::{Rng, SeedableRng};
 
     fn contains_v4(list: &[(u32, u8)], a: u32) -> bool {
@@ -207,18 +208,16 @@ mod tests {
     }
 
     fn mask4(a: u32, l: u8) -> u32 {
-        if l == 0 {
-            0
-        } else {
-            a & (u32::MAX << (32 - l))
+        match Prefix::v4(a, l) {
+            Prefix::V4 { addr, .. } => addr,
+            Prefix::V6 { .. } => unreachable!(),
         }
     }
 
     fn mask6(a: u128, l: u8) -> u128 {
-        if l == 0 {
-            0
-        } else {
-            a & (u128::MAX << (128 - l))
+        match Prefix::v6(a, l) {
+            Prefix::V6 { addr, .. } => addr,
+            Prefix::V4 { .. } => unreachable!(),
         }
     }
 

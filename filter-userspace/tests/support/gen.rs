@@ -12,22 +12,6 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeSet;
 
-fn mask4(a: u32, len: u8) -> u32 {
-    if len == 0 {
-        0
-    } else {
-        a & (u32::MAX << (32 - len))
-    }
-}
-
-fn mask6(a: u128, len: u8) -> u128 {
-    if len == 0 {
-        0
-    } else {
-        a & (u128::MAX << (128 - len))
-    }
-}
-
 fn unicast_v4(rng: &mut StdRng) -> u32 {
     // 1.0.0.0 - 223.255.255.255
     rng.random_range(0x0100_0000..0xe000_0000)
@@ -59,10 +43,7 @@ pub fn realistic_v4(n: usize, seed: u64) -> Vec<Prefix> {
             80..92 => (unicast_v4(&mut rng), rng.random_range(22..=23u8)),
             _ => (unicast_v4(&mut rng), rng.random_range(16..=21u8)),
         };
-        out.insert(Prefix::V4 {
-            addr: mask4(addr, len),
-            len,
-        });
+        out.insert(Prefix::v4(addr, len));
     }
     out.into_iter().collect()
 }
@@ -91,10 +72,7 @@ pub fn realistic_v6(n: usize, seed: u64) -> Vec<Prefix> {
             allocations[rng.random_range(0..allocations.len())]
         };
         let addr = base | (u128::from(rng.random::<u64>()) << 32) | u128::from(rng.random::<u32>());
-        out.insert(Prefix::V6 {
-            addr: mask6(addr, len),
-            len,
-        });
+        out.insert(Prefix::v6(addr, len));
     }
     out.into_iter().collect()
 }
@@ -106,18 +84,12 @@ pub fn overlapping(n: usize, rng: &mut StdRng) -> Vec<Prefix> {
             if rng.random_bool(0.5) {
                 let len = rng.random_range(0..=32u8);
                 let addr = 0xc633_0000 ^ (rng.random::<u32>() >> rng.random_range(8..32));
-                Prefix::V4 {
-                    addr: mask4(addr, len),
-                    len,
-                }
+                Prefix::v4(addr, len)
             } else {
                 let len = rng.random_range(0..=128u8);
                 let addr =
                     (0x2001_0db8u128 << 96) ^ (rng.random::<u128>() >> rng.random_range(16..128));
-                Prefix::V6 {
-                    addr: mask6(addr, len),
-                    len,
-                }
+                Prefix::v6(addr, len)
             }
         })
         .collect()
