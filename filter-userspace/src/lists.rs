@@ -3,7 +3,6 @@
 //! XDP program reads in an order that never opens a window for an entry that stays listed.
 
 use std::collections::{HashMap, HashSet};
-use std::os::fd::AsFd;
 
 use anyhow::{bail, Context, Result};
 use aya::maps::{HashMap as BpfHashMap, MapData};
@@ -19,7 +18,6 @@ use crate::pins::{records_map, PinDir};
 use crate::rawmap::{delete_batch, lookup_all, update_batch, MappedWords};
 
 const BPF_F_NO_PREALLOC: u32 = 1;
-const BPF_F_MMAPABLE: u32 = 1 << 10;
 
 fn hosts_map(kind: ListKind) -> &'static str {
     match kind {
@@ -75,11 +73,11 @@ pub fn read(pins: &PinDir, kind: ListKind) -> Result<Vec<Prefix>> {
 fn read_set(pins: &PinDir, kind: ListKind) -> Result<HashSet<Prefix>> {
     let mut out = HashSet::new();
     let v4 = pins.open_map(records_map(kind, false))?;
-    for (k, _) in lookup_all::<V4PrefixKey, u8>(v4.fd().as_fd())? {
+    for (k, _) in lookup_all::<V4PrefixKey, u8>(&v4)? {
         out.insert(Prefix::from_v4_key(&k));
     }
     let v6 = pins.open_map(records_map(kind, true))?;
-    for (k, _) in lookup_all::<V6PrefixKey, u8>(v6.fd().as_fd())? {
+    for (k, _) in lookup_all::<V6PrefixKey, u8>(&v6)? {
         out.insert(Prefix::from_v6_key(&k));
     }
     Ok(out)
@@ -207,9 +205,9 @@ pub fn update(
         filter_mask(kind),
     )?;
 
-    delete_batch(hosts.fd().as_fd(), &stale_hosts).context("pruning IPv4 host bitmaps")?;
-    delete_batch(blocks.fd().as_fd(), &stale_blocks).context("pruning IPv6 /32 blocks")?;
-    delete_batch(long.fd().as_fd(), &stale_long).context("pruning IPv6 long prefixes")?;
+    delete_batch::<u32, HostBitmap>(&hosts, &stale_hosts).context("pruning IPv4 host bitmaps")?;
+    delete_batch::<u32, V6Block>(&blocks, &stale_blocks).context("pruning IPv6 /32 blocks")?;
+    delete_batch::<V6PrefixKey, u8>(&long, &stale_long).context("pruning IPv6 long prefixes")?;
     write_records(pins, kind, &removed, false)?;
     phase("summaries, pruning");
 
@@ -234,11 +232,11 @@ fn write_records(pins: &PinDir, kind: ListKind, prefixes: &[Prefix], insert: boo
     let what = if insert { "adding to" } else { "removing from" };
     let ctx = || format!("{what} the {} list records", kind.name());
     if insert {
-        update_batch(m4.fd().as_fd(), &k4, &vec![1u8; k4.len()]).with_context(ctx)?;
-        update_batch(m6.fd().as_fd(), &k6, &vec![1u8; k6.len()]).with_context(ctx)?;
+        update_batch(&m4, &k4, &vec![1u8; k4.len()]).with_context(ctx)?;
+        update_batch(&m6, &k6, &vec![1u8; k6.len()]).with_context(ctx)?;
     } else {
-        delete_batch(m4.fd().as_fd(), &k4).with_context(ctx)?;
-        delete_batch(m6.fd().as_fd(), &k6).with_context(ctx)?;
+        delete_batch::<V4PrefixKey, u8>(&m4, &k4).with_context(ctx)?;
+        delete_batch::<V6PrefixKey, u8>(&m6, &k6).with_context(ctx)?;
     }
     Ok(())
 }
@@ -249,7 +247,7 @@ where
     K: bytemuck::Pod + Eq + std::hash::Hash,
     V: bytemuck::Pod + PartialEq,
 {
-    let current: HashMap<K, V> = lookup_all::<K, V>(map.fd().as_fd())?.into_iter().collect();
+    let current: HashMap<K, V> = lookup_all::<K, V>(map)?.into_iter().collect();
     let mut keys = Vec::new();
     let mut values = Vec::new();
     for (k, v) in want {
@@ -258,7 +256,7 @@ where
             values.push(*v);
         }
     }
-    update_batch(map.fd().as_fd(), &keys, &values).context("writing list entries")?;
+    update_batch(map, &keys, &values).context("writing list entries")?;
     Ok(current
         .into_keys()
         .filter(|k| !want.contains_key(k))
@@ -269,34 +267,15 @@ where
 /// the words that change.
 fn merge_words(pins: &PinDir, name: &str, len: u32, words: &[u64], mask: u64) -> Result<()> {
     let map = pins.open_map(name)?;
-    let mmapable = map
-        .info()
-        .map(|i| i.map_flags() & BPF_F_MMAPABLE != 0)
-        .unwrap_or(false);
-    if mmapable {
-        let mut mapped = MappedWords::new(map.fd().as_fd(), len as usize)
-            .with_context(|| format!("cannot mmap {name}"))?;
-        for (i, &w) in words.iter().enumerate() {
-            let cur = mapped.get(i);
-            let next = (cur & !mask) | (w & mask);
-            if next != cur {
-                mapped.set(i, next);
-            }
-        }
-        return Ok(());
-    }
-    let current =
-        lookup_all::<u32, u64>(map.fd().as_fd()).with_context(|| format!("reading {name}"))?;
-    let mut keys = Vec::new();
-    let mut values = Vec::new();
-    for (i, cur) in current {
-        let next = (cur & !mask) | (words[i as usize] & mask);
+    let mut mapped =
+        MappedWords::new(&map, len as usize).with_context(|| format!("cannot mmap {name}"))?;
+    for (i, &w) in words.iter().enumerate() {
+        let cur = mapped.get(i);
+        let next = (cur & !mask) | (w & mask);
         if next != cur {
-            keys.push(i);
-            values.push(next);
+            mapped.set(i, next);
         }
     }
-    update_batch(map.fd().as_fd(), &keys, &values).with_context(|| format!("writing {name}"))?;
     Ok(())
 }
 
@@ -304,10 +283,10 @@ fn merge_words(pins: &PinDir, name: &str, len: u32, words: &[u64], mask: u64) ->
 /// detail that is not there yet).
 fn refresh_v4_verdicts(pins: &PinDir) -> Result<()> {
     let summary_map = pins.open_map("V4_SUMMARY")?;
-    let summary = MappedWords::new(summary_map.fd().as_fd(), V4_SUMMARY_WORDS as usize)
+    let summary = MappedWords::new(&summary_map, V4_SUMMARY_WORDS as usize)
         .context("cannot mmap V4_SUMMARY")?;
     let verdict_map = pins.open_map("V4_VERDICT24")?;
-    let mut verdicts = MappedWords::new(verdict_map.fd().as_fd(), V4_VERDICT24_WORDS as usize)
+    let mut verdicts = MappedWords::new(&verdict_map, V4_VERDICT24_WORDS as usize)
         .context("cannot mmap V4_VERDICT24")?;
     for v in 0..V4_VERDICT24_WORDS as usize {
         let (lo, hi) = (summary.get(2 * v), summary.get(2 * v + 1));
@@ -349,9 +328,9 @@ pub fn fill_levels(pins: &PinDir, kind: ListKind) -> Result<Vec<(&'static str, u
     let count = |name: &'static str| -> Result<usize> {
         let m = pins.open_map(name)?;
         Ok(match name {
-            n if n.ends_with("HOSTS") => lookup_all::<u32, HostBitmap>(m.fd().as_fd())?.len(),
-            n if n.ends_with("BLOCKS") => lookup_all::<u32, V6Block>(m.fd().as_fd())?.len(),
-            _ => lookup_all::<V6PrefixKey, u8>(m.fd().as_fd())?.len(),
+            n if n.ends_with("HOSTS") => lookup_all::<u32, HostBitmap>(&m)?.len(),
+            n if n.ends_with("BLOCKS") => lookup_all::<u32, V6Block>(&m)?.len(),
+            _ => lookup_all::<V6PrefixKey, u8>(&m)?.len(),
         })
     };
     Ok(vec![

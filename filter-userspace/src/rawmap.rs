@@ -4,6 +4,7 @@
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
+use aya::maps::MapData;
 use bytemuck::Pod;
 
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
@@ -25,6 +26,26 @@ struct BatchAttr {
     flags: u64,
 }
 
+/// The map's fd, after checking that its key and value sizes are those of `K` and `V`: the
+/// kernel copies whole keys and values into our buffers, so a map from another floodgate
+/// version must be refused, not read.
+fn checked<K, V>(map: &MapData) -> io::Result<BorrowedFd<'_>> {
+    let info = map.info().map_err(io::Error::other)?;
+    let (k, v) = (
+        std::mem::size_of::<K>() as u32,
+        std::mem::size_of::<V>() as u32,
+    );
+    if info.key_size() != k || info.value_size() != v {
+        return Err(io::Error::other(format!(
+            "map {} has {}-byte keys and {}-byte values, this floodgate expects {k} and {v}: it was pinned by another version; run `floodgate detach --all` and attach again",
+            info.name_as_str().unwrap_or("?"),
+            info.key_size(),
+            info.value_size()
+        )));
+    }
+    Ok(map.fd().as_fd())
+}
+
 fn bpf(cmd: libc::c_long, attr: &mut BatchAttr) -> io::Result<()> {
     // SAFETY: attr is a valid, initialised bpf_attr prefix for the batch commands and every
     // pointer in it refers to a live buffer of the size the kernel will use.
@@ -44,12 +65,9 @@ fn bpf(cmd: libc::c_long, attr: &mut BatchAttr) -> io::Result<()> {
 }
 
 /// Insert or overwrite `keys[i] -> values[i]`.
-pub fn update_batch<K: Pod, V: Pod>(
-    fd: BorrowedFd<'_>,
-    keys: &[K],
-    values: &[V],
-) -> io::Result<()> {
+pub fn update_batch<K: Pod, V: Pod>(map: &MapData, keys: &[K], values: &[V]) -> io::Result<()> {
     assert_eq!(keys.len(), values.len());
+    let fd = checked::<K, V>(map)?;
     for (k, v) in keys.chunks(CHUNK).zip(values.chunks(CHUNK)) {
         let mut attr = BatchAttr {
             keys: k.as_ptr() as u64,
@@ -64,7 +82,8 @@ pub fn update_batch<K: Pod, V: Pod>(
 }
 
 /// Delete `keys`; keys that are already gone are an error (ENOENT), so pass only present keys.
-pub fn delete_batch<K: Pod>(fd: BorrowedFd<'_>, keys: &[K]) -> io::Result<()> {
+pub fn delete_batch<K: Pod, V: Pod>(map: &MapData, keys: &[K]) -> io::Result<()> {
+    let fd = checked::<K, V>(map)?;
     for k in keys.chunks(CHUNK) {
         let mut attr = BatchAttr {
             keys: k.as_ptr() as u64,
@@ -78,7 +97,8 @@ pub fn delete_batch<K: Pod>(fd: BorrowedFd<'_>, keys: &[K]) -> io::Result<()> {
 }
 
 /// Read every entry of a hash map.
-pub fn lookup_all<K: Pod, V: Pod>(fd: BorrowedFd<'_>) -> io::Result<Vec<(K, V)>> {
+pub fn lookup_all<K: Pod, V: Pod>(map: &MapData) -> io::Result<Vec<(K, V)>> {
+    let fd = checked::<K, V>(map)?;
     let mut out = Vec::new();
     let mut keys = vec![K::zeroed(); CHUNK];
     let mut values = vec![V::zeroed(); CHUNK];
@@ -114,7 +134,14 @@ pub struct MappedWords {
 }
 
 impl MappedWords {
-    pub fn new(fd: BorrowedFd<'_>, words: usize) -> io::Result<Self> {
+    pub fn new(map: &MapData, words: usize) -> io::Result<Self> {
+        let fd = checked::<u32, u64>(map)?;
+        let max = map.info().map_err(io::Error::other)?.max_entries() as usize;
+        if max != words {
+            return Err(io::Error::other(format!(
+                "array holds {max} words, expected {words}: pinned by another version; run `floodgate detach --all` and attach again"
+            )));
+        }
         let bytes = words * 8;
         // SAFETY: mapping a map fd with the length of its value area; checked for failure.
         let ptr = unsafe {
@@ -169,12 +196,13 @@ impl Drop for MappedWords {
 /// Read the first `n` entries of a per-CPU array in one syscall, summed over CPUs. `V` must be
 /// a multiple of 8 bytes (per-CPU values are laid out at 8-byte strides).
 pub fn percpu_array_sums<V: Pod>(
-    fd: BorrowedFd<'_>,
+    map: &MapData,
     n: u32,
     ncpus: usize,
     add: impl Fn(&mut V, &V),
 ) -> io::Result<Vec<V>> {
     assert_eq!(std::mem::size_of::<V>() % 8, 0);
+    let fd = checked::<u32, V>(map)?;
     let mut keys = vec![0u32; n as usize];
     let mut values = vec![V::zeroed(); n as usize * ncpus];
     let mut cursor = [0u64; 2];

@@ -2,7 +2,6 @@
 //! and network namespaces with veth pairs. Every fixture removes what it created on drop, so
 //! a failing test leaves nothing behind.
 
-use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -88,7 +87,7 @@ impl Harness {
     /// Packets per reason in slot 0 (test runs), summed over CPUs: one syscall.
     fn totals(&self) -> Result<[u64; REASON_SLOTS as usize]> {
         let sums = crate::rawmap::percpu_array_sums::<Counter>(
-            self.counters.fd().as_fd(),
+            &self.counters,
             REASON_SLOTS,
             self.ncpus,
             |a, b| a.packets += b.packets,

@@ -520,3 +520,22 @@ fn list_changes_take_effect_at_once() {
         }
     }
 }
+
+#[test]
+fn raw_map_access_refuses_another_layout() {
+    require_root();
+    use aya::maps::{HashMap, IterableMap, MapData};
+    // A map pinned by another floodgate version, say with 8-byte values where 32 are expected:
+    // the batch syscalls would copy past our buffers, so they must refuse.
+    let map = HashMap::<MapData, u32, u64>::create(16, 1).unwrap();
+    let data: &MapData = map.map();
+    let err = floodgate::rawmap::lookup_all::<u32, filter_common::HostBitmap>(data).unwrap_err();
+    assert!(err.to_string().contains("detach --all"), "{err}");
+    let err = floodgate::rawmap::update_batch::<u32, filter_common::HostBitmap>(
+        data,
+        &[1],
+        &[Default::default()],
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("another version"), "{err}");
+}
