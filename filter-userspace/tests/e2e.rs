@@ -416,3 +416,46 @@ fn controller_errors_and_exit_codes() {
     assert!(env.ok(&["status"]).contains("malformed packets: pass"));
     env.ok(&["detach", "--all"]);
 }
+
+#[test]
+fn native_mode_needs_driver_support_and_auto_falls_back() {
+    let env = Env::new();
+    // A bridge has no native XDP: --mode native must say so, auto must fall back to skb.
+    let bridge = floodgate::testing::unique_name("fgbr");
+    env.net
+        .a
+        .exec(&["ip", "link", "add", &bridge, "type", "bridge"])
+        .unwrap();
+    env.net
+        .a
+        .exec(&["ip", "link", "set", &bridge, "up"])
+        .unwrap();
+    let (code, _, err) = env.floodgate(&["attach", "--mode", "native", &bridge]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("native XDP is not available") && err.contains("--mode skb"),
+        "{err}"
+    );
+    let out = env.ok(&["attach", &bridge, &env.net.a_if]);
+    assert!(
+        out.contains(&format!("attached to {bridge} in skb mode")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("attached to {} in native mode", env.net.a_if)),
+        "{out}"
+    );
+    let status = env.ok(&["status"]);
+    assert!(
+        status.contains(&bridge) && status.contains("skb"),
+        "{status}"
+    );
+    // Both interfaces share one program and one set of maps.
+    env.ok(&["block", "add", BLOCKED4]);
+    assert_eq!(env.ping(BLOCKED4, A4, 2), 0);
+    // An interface that disappears is reported, and detach tidies up after it.
+    env.net.a.exec(&["ip", "link", "del", &bridge]).unwrap();
+    assert!(env.ok(&["status"]).contains("interface gone"));
+    assert!(env.ok(&["detach", &bridge]).contains("detached from"));
+    env.ok(&["detach", "--all"]);
+}
