@@ -226,10 +226,36 @@ pub struct HostBitmap {
 }
 
 impl HostBitmap {
+    /// Every address of the /24: how a list that covers the whole block shows in a `V4Detail`.
+    pub const ALL: HostBitmap = HostBitmap {
+        words: [u64::MAX; 4],
+    };
+
     #[inline(always)]
     pub const fn contains(&self, host: u8) -> bool {
         (self.words[(host >> 6) as usize] >> (host & 63)) & 1 == 1
     }
+}
+
+/// Both lists' view of one mixed or partial /24, answered by two array loads instead of a
+/// summary read and a hash lookup per list: the fast path for blocked single addresses.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct V4Detail {
+    pub allow: HostBitmap,
+    pub block: HostBitmap,
+}
+
+/// log2 of the slots of the direct-mapped detail table (`V4_DETAIL_INDEX`, `V4_DETAIL`).
+pub const V4_DETAIL_BITS: u32 = 16;
+pub const V4_DETAIL_SLOTS: u32 = 1 << V4_DETAIL_BITS;
+
+/// Index slot of a /24 in the detail table. The index word there is `(block24 + 1) |
+/// (detail_slot << 32)` when that /24 owns the slot, else another /24's or 0; /24s that do
+/// not own their slot take the summary and hash-map path.
+#[inline(always)]
+pub const fn v4_detail_slot(block24: u32) -> u32 {
+    block24.wrapping_mul(0x9E37_79B1) >> (32 - V4_DETAIL_BITS)
 }
 
 /// `V6Block::flags`: the /32 is covered by a prefix between /17 and /32.
@@ -295,6 +321,7 @@ mod user {
     unsafe impl aya::Pod for FilterConfig {}
     unsafe impl aya::Pod for Attachment {}
     unsafe impl aya::Pod for HostBitmap {}
+    unsafe impl aya::Pod for V4Detail {}
     unsafe impl aya::Pod for V6Block {}
     unsafe impl aya::Pod for V6PrefixKey {}
     unsafe impl aya::Pod for V4PrefixKey {}

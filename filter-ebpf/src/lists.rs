@@ -1,14 +1,14 @@
 //! List membership through the compiled structures described in filter-common.
 
 use filter_common::{
-    mask_v6, summary_cell, summary_state, v6_filter48_bit, v6_filter_cell, verdict24_cell,
-    ListKind, V6PrefixKey, STATE_FULL, STATE_PARTIAL, V4_VERDICT_ALLOW, V4_VERDICT_BLOCK,
-    V4_VERDICT_NONE, V6_BLOCK_FULL,
+    mask_v6, summary_cell, summary_state, v4_detail_slot, v6_filter48_bit, v6_filter_cell,
+    verdict24_cell, ListKind, V6PrefixKey, STATE_FULL, STATE_PARTIAL, V4_VERDICT_ALLOW,
+    V4_VERDICT_BLOCK, V4_VERDICT_NONE, V6_BLOCK_FULL,
 };
 
 use crate::maps::{
     ALLOW_V4_HOSTS, ALLOW_V6_BLOCKS, ALLOW_V6_LONG, BLOCK_V4_HOSTS, BLOCK_V6_BLOCKS, BLOCK_V6_LONG,
-    V4_SUMMARY, V4_VERDICT24, V6_FILTER32, V6_SUMMARY16,
+    V4_DETAIL, V4_DETAIL_INDEX, V4_SUMMARY, V4_VERDICT24, V6_FILTER32, V6_SUMMARY16,
 };
 
 /// Membership of `addr` in the allow and block lists: the first-level word answers most
@@ -24,6 +24,14 @@ pub fn v4_lookup(addr: u32) -> (bool, bool) {
         V4_VERDICT_BLOCK => return (false, true),
         V4_VERDICT_ALLOW => return (true, false),
         _ => {}
+    }
+    let block24 = addr >> 8;
+    if let Some(&slot) = V4_DETAIL_INDEX.get(v4_detail_slot(block24)) {
+        if slot as u32 == block24 + 1 {
+            if let Some(d) = V4_DETAIL.get((slot >> 32) as u32) {
+                return (d.allow.contains(addr as u8), d.block.contains(addr as u8));
+            }
+        }
     }
     let (index, shift) = summary_cell(addr >> 8);
     let Some(&word) = V4_SUMMARY.get(index) else {

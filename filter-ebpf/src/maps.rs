@@ -4,9 +4,9 @@
 use aya_ebpf::macros::map;
 use aya_ebpf::maps::{Array, HashMap, LpmTrie, PerCpuArray};
 use filter_common::{
-    Counter, FilterConfig, HostBitmap, V6Block, V6PrefixKey, MAX_IFINDEX, MAX_INTERFACES,
-    REASON_SLOTS, V4_HOSTS_CAPACITY, V4_SUMMARY_WORDS, V4_VERDICT24_WORDS, V6_BLOCKS_CAPACITY,
-    V6_FILTER32_WORDS, V6_LONG_CAPACITY, V6_SUMMARY16_WORDS,
+    Counter, FilterConfig, HostBitmap, V4Detail, V6Block, V6PrefixKey, MAX_IFINDEX, MAX_INTERFACES,
+    REASON_SLOTS, V4_DETAIL_SLOTS, V4_HOSTS_CAPACITY, V4_SUMMARY_WORDS, V4_VERDICT24_WORDS,
+    V6_BLOCKS_CAPACITY, V6_FILTER32_WORDS, V6_LONG_CAPACITY, V6_SUMMARY16_WORDS,
 };
 
 const BPF_F_NO_PREALLOC: u32 = 1;
@@ -29,6 +29,13 @@ pub static V4_SUMMARY: Array<u64> = Array::pinned(V4_SUMMARY_WORDS, BPF_F_MMAPAB
 /// First level for IPv4: 2 bits per /24 that settle most packets without touching V4_SUMMARY.
 #[map]
 pub static V4_VERDICT24: Array<u64> = Array::pinned(V4_VERDICT24_WORDS, BPF_F_MMAPABLE);
+
+/// Direct-mapped table of mixed or partial /24s (see `v4_detail_slot`).
+#[map]
+pub static V4_DETAIL_INDEX: Array<u64> = Array::pinned(V4_DETAIL_SLOTS, BPF_F_MMAPABLE);
+
+#[map]
+pub static V4_DETAIL: Array<V4Detail> = Array::pinned(V4_DETAIL_SLOTS, BPF_F_MMAPABLE);
 
 #[map]
 pub static ALLOW_V4_HOSTS: HashMap<u32, HostBitmap> =

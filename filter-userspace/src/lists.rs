@@ -7,8 +7,9 @@ use std::collections::{HashMap, HashSet};
 use anyhow::{bail, Context, Result};
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use filter_common::{
-    v4_verdict_of_cell, HostBitmap, ListKind, V4PrefixKey, V6Block, V6PrefixKey, RECORDS_CAPACITY,
-    V4_HOSTS_CAPACITY, V4_SUMMARY_WORDS, V4_VERDICT24_WORDS, V6_BLOCKS_CAPACITY, V6_FILTER32_WORDS,
+    v4_detail_slot, v4_verdict_of_cell, HostBitmap, ListKind, V4Detail, V4PrefixKey, V6Block,
+    V6PrefixKey, RECORDS_CAPACITY, STATE_FULL, STATE_PARTIAL, V4_DETAIL_SLOTS, V4_HOSTS_CAPACITY,
+    V4_SUMMARY_WORDS, V4_VERDICT24_WORDS, V4_VERDICT_DETAIL, V6_BLOCKS_CAPACITY, V6_FILTER32_WORDS,
     V6_LONG_CAPACITY, V6_SUMMARY16_WORDS,
 };
 
@@ -189,6 +190,7 @@ pub fn update(
         &c4.summary,
         summary_mask(kind),
     )?;
+    refresh_v4_detail_table(pins, kind, &c4.hosts)?;
     refresh_v4_verdicts(pins)?;
     merge_words(
         pins,
@@ -274,6 +276,109 @@ fn merge_words(pins: &PinDir, name: &str, len: u32, words: &[u64], mask: u64) ->
         let next = (cur & !mask) | (w & mask);
         if next != cur {
             mapped.set(i, next);
+        }
+    }
+    Ok(())
+}
+
+/// Rebuild the direct-mapped detail table for every mixed or partial /24, from the summary,
+/// this list's new host bitmaps and the other list's current ones. Each changed /24 gets a
+/// fresh detail slot, written before the index word that publishes it (one aligned 8-byte
+/// store), so the XDP program sees the old or the new detail, never half of one. Slots freed
+/// here are reused only by a later change, long after any program run that read them.
+fn refresh_v4_detail_table(
+    pins: &PinDir,
+    kind: ListKind,
+    this_hosts: &HashMap<u32, HostBitmap>,
+) -> Result<()> {
+    let other = match kind {
+        ListKind::Allow => ListKind::Block,
+        ListKind::Block => ListKind::Allow,
+    };
+    let other_hosts: HashMap<u32, HostBitmap> =
+        lookup_all::<u32, HostBitmap>(&pins.open_map(hosts_map(other))?)?
+            .into_iter()
+            .collect();
+    let hosts_of = |k: ListKind| if k == kind { this_hosts } else { &other_hosts };
+    let summary_map = pins.open_map("V4_SUMMARY")?;
+    let summary = MappedWords::new(&summary_map, V4_SUMMARY_WORDS as usize)?;
+
+    // Desired: slot -> (block24, detail), first /24 (in address order) wins a slot.
+    let mut want: HashMap<u32, (u32, V4Detail)> = HashMap::new();
+    for w in 0..V4_SUMMARY_WORDS as usize {
+        let word = summary.get(w);
+        // Only cells with a PARTIAL state (high bit of a 2-bit state) need detail.
+        if word & 0xAAAA_AAAA_AAAA_AAAA == 0 {
+            continue;
+        }
+        for cell in 0..16u32 {
+            let c = (word >> (cell * 4)) & 0xf;
+            if v4_verdict_of_cell(c) != V4_VERDICT_DETAIL {
+                continue;
+            }
+            let block24 = (w as u32) * 16 + cell;
+            let part = |k: ListKind| match (c >> (2 * k as u32)) & 3 {
+                STATE_FULL => HostBitmap::ALL,
+                STATE_PARTIAL => hosts_of(k).get(&block24).copied().unwrap_or_default(),
+                _ => HostBitmap::default(),
+            };
+            let detail = V4Detail {
+                allow: part(ListKind::Allow),
+                block: part(ListKind::Block),
+            };
+            want.entry(v4_detail_slot(block24))
+                .or_insert((block24, detail));
+        }
+    }
+
+    let index_map = pins.open_map("V4_DETAIL_INDEX")?;
+    let mut index = MappedWords::new(&index_map, V4_DETAIL_SLOTS as usize)?;
+    let detail_map = pins.open_map("V4_DETAIL")?;
+    let mut details = MappedWords::of_values::<V4Detail>(&detail_map, V4_DETAIL_SLOTS as usize)?;
+    const DETAIL_WORDS: usize = std::mem::size_of::<V4Detail>() / 8;
+    let read_detail = |d: &MappedWords, slot: usize| -> V4Detail {
+        let mut words = [0u64; DETAIL_WORDS];
+        for (i, w) in words.iter_mut().enumerate() {
+            *w = d.get(slot * DETAIL_WORDS + i);
+        }
+        bytemuck::cast(words)
+    };
+    // Slot 0 of the detail array stays unused so that an index word of 0 means "empty".
+    let mut in_use = vec![false; V4_DETAIL_SLOTS as usize];
+    in_use[0] = true;
+    for s in 0..V4_DETAIL_SLOTS as usize {
+        let word = index.get(s);
+        if word != 0 {
+            in_use[(word >> 32) as usize] = true;
+        }
+    }
+    let mut free = (1..V4_DETAIL_SLOTS as usize)
+        .filter(|&d| !in_use[d])
+        .collect::<Vec<_>>()
+        .into_iter();
+    for s in 0..V4_DETAIL_SLOTS as usize {
+        let cur = index.get(s);
+        match want.get(&(s as u32)) {
+            Some(&(block24, detail)) => {
+                let tag = u64::from(block24 + 1);
+                if cur & 0xffff_ffff == tag && read_detail(&details, (cur >> 32) as usize) == detail
+                {
+                    continue;
+                }
+                // No free slot left: leave this /24 to the summary and hash-map path.
+                let Some(slot) = free.next() else {
+                    index.set(s, 0);
+                    continue;
+                };
+                let words: [u64; DETAIL_WORDS] = bytemuck::cast(detail);
+                for (i, w) in words.iter().enumerate() {
+                    details.set(slot * DETAIL_WORDS + i, *w);
+                }
+                std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
+                index.set(s, tag | ((slot as u64) << 32));
+            }
+            None if cur != 0 => index.set(s, 0),
+            None => {}
         }
     }
     Ok(())

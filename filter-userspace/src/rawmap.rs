@@ -135,13 +135,20 @@ pub struct MappedWords {
 
 impl MappedWords {
     pub fn new(map: &MapData, words: usize) -> io::Result<Self> {
-        let fd = checked::<u32, u64>(map)?;
+        Self::of_values::<u64>(map, words)
+    }
+
+    /// Map an mmapable array of `entries` values of type `V` (a multiple of 8 bytes) as words.
+    pub fn of_values<V: Pod>(map: &MapData, entries: usize) -> io::Result<Self> {
+        assert_eq!(std::mem::size_of::<V>() % 8, 0);
+        let fd = checked::<u32, V>(map)?;
         let max = map.info().map_err(io::Error::other)?.max_entries() as usize;
-        if max != words {
+        if max != entries {
             return Err(io::Error::other(format!(
-                "array holds {max} words, expected {words}: pinned by another version; run `floodgate detach --all` and attach again"
+                "array holds {max} entries, expected {entries}: pinned by another version; run `floodgate detach --all` and attach again"
             )));
         }
+        let words = entries * std::mem::size_of::<V>() / 8;
         let bytes = words * 8;
         // SAFETY: mapping a map fd with the length of its value area; checked for failure.
         let ptr = unsafe {

@@ -539,3 +539,42 @@ fn raw_map_access_refuses_another_layout() {
     .unwrap_err();
     assert!(err.to_string().contains("another version"), "{err}");
 }
+
+#[test]
+fn detail_table_collisions_fall_back_to_exact_maps() {
+    // Two /24s that want the same detail-table slot: one gets it, the other must still be
+    // answered exactly through the summary and host bitmaps.
+    let first = 0xc633_64u32; // 198.51.100.0/24
+    let slot = filter_common::v4_detail_slot(first);
+    let second = (first + 1..first + (1 << 20))
+        .find(|b| filter_common::v4_detail_slot(*b) == slot)
+        .expect("a colliding /24");
+    let host = |block: u32, h: u32| Ipv4Addr::from(block << 8 | h).to_string();
+    let mut f = Fixture::new(&[], &[]);
+    let entries = [
+        host(first, 7),
+        host(second, 9),
+        format!("{}/26", host(second, 128)),
+    ];
+    let entries: Vec<&str> = entries.iter().map(String::as_str).collect();
+    f.set(ListKind::Block, &entries);
+    f.set(ListKind::Allow, &[&format!("{}/30", host(first, 4))]);
+    for (block, h, want) in [
+        (first, 7, Reason::PassedAllowlisted),
+        (first, 8, Reason::Passed),
+        (first, 3, Reason::Passed),
+        (second, 9, Reason::DroppedBlocklist),
+        (second, 10, Reason::Passed),
+        (second, 130, Reason::DroppedBlocklist),
+        (second, 200, Reason::Passed),
+    ] {
+        f.expect(&v4_frame(&host(block, h)), want);
+    }
+    // Removing the slot owner hands the slot to the other /24; verdicts stay exact.
+    f.set(ListKind::Allow, &[]);
+    f.set(ListKind::Block, &entries[1..]);
+    f.expect(&v4_frame(&host(first, 7)), Reason::Passed);
+    f.expect(&v4_frame(&host(second, 9)), Reason::DroppedBlocklist);
+    f.expect(&v4_frame(&host(second, 191)), Reason::DroppedBlocklist);
+    f.expect(&v4_frame(&host(second, 192)), Reason::Passed);
+}
