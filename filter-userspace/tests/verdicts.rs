@@ -544,7 +544,7 @@ fn raw_map_access_refuses_another_layout() {
 fn detail_table_collisions_fall_back_to_exact_maps() {
     // Two /24s that want the same detail-table slot: one gets it, the other must still be
     // answered exactly through the summary and host bitmaps.
-    let first = 0xc633_64u32; // 198.51.100.0/24
+    let first = 0x00c6_3364_u32; // 198.51.100.0/24
     let slot = filter_common::v4_detail_slot(first);
     let second = (first + 1..first + (1 << 20))
         .find(|b| filter_common::v4_detail_slot(*b) == slot)
