@@ -187,7 +187,7 @@ pub const fn v4_verdict_of_cell(cell: u64) -> u64 {
 /// 2^16 /16 prefixes, 16 per u64 word.
 pub const V6_SUMMARY16_WORDS: u32 = 1 << 12;
 /// log2 of the number of /32 filter slots.
-pub const V6_FILTER_BITS: u32 = 23;
+pub const V6_FILTER_BITS: u32 = 21;
 /// 2 bits per slot, 32 slots per u64 word.
 pub const V6_FILTER32_WORDS: u32 = 1 << (V6_FILTER_BITS - 5);
 

@@ -107,11 +107,13 @@ fn time_file_load(b: &BenchObject, prefixes: &[Prefix]) -> Result<(f64, f64)> {
     let path = std::env::temp_dir().join(format!("floodgate-bench-{}.txt", std::process::id()));
     let text: String = prefixes.iter().map(|p| format!("{p}\n")).collect();
     std::fs::write(&path, text)?;
+    // Into an empty list, as `floodgate block flush; floodgate block load FILE` would.
+    set_block(b, &[])?;
     let started = Instant::now();
     let parsed = read_list_file(&path)?;
     let parse = started.elapsed().as_secs_f64();
     lists::update(&b.dir.pins, ListKind::Block, |set| {
-        set.clear();
+        set.reserve(parsed.len());
         set.extend(parsed);
         Ok(())
     })?;
