@@ -364,14 +364,18 @@ fn p3(b: &mut BenchObject, cfg: &Config, quick: bool) -> Result<serde_json::Valu
     } else {
         (8_000_000, 2_000_000)
     };
-    let rounds = cfg.rounds.min(5);
+    let rounds = cfg.rounds;
     let mut mpps: BTreeMap<Receiver, Vec<f64>> = BTreeMap::new();
     let mut nspp: BTreeMap<Receiver, Vec<f64>> = BTreeMap::new();
-    for _ in 0..rounds {
-        for r in Receiver::ALL {
+    for round in 0..rounds {
+        // Rotate the order every round so no configuration always follows the same one.
+        for i in 0..Receiver::ALL.len() {
+            let r = Receiver::ALL[(i + round) % Receiver::ALL.len()];
             let link = vb
                 .setup(b, r)
                 .with_context(|| format!("setting up {r:?}"))?;
+            // Warm-up: NAPI thread placement, caches and the receiver's first packets.
+            vb.flood(b, Layout::SplitCpus, &frame, split_n / 16)?;
             let split = vb.flood(b, Layout::SplitCpus, &frame, split_n);
             let shared = vb.flood(b, Layout::SharedCpu, &frame, shared_n);
             vb.teardown(b, r, link)
