@@ -151,6 +151,8 @@ fn main() -> Result<()> {
     let mut report = serde_json::Map::new();
 
     if want("p1") || want("p2") {
+        // test_run measures on the calling CPU: stay on one, or caches restart at each move.
+        floodgate::testing::pin_thread_to_cpu(1)?;
         p1_p2(&mut b, &cfg, &mut report, &want)?;
     }
     if want("p3") {
