@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use aya::maps::{Map, MapData, MapInfo, PerCpuHashMap, PerCpuValues};
-use aya::programs::{TestRun, TestRunOptions, Xdp};
+use aya::programs::Xdp;
 use aya_obj::programs::XdpAttachType;
 use floodgate::testing::{sh, unique_name};
 
@@ -93,11 +93,7 @@ impl XdpFilter {
 
     /// Mean ns per run of `frame`, and the XDP action.
     pub fn run(&self, frame: &[u8], repeat: u32) -> Result<(u32, f64)> {
-        let mut opts = TestRunOptions::new();
-        opts.data_in = Some(frame);
-        opts.repeat = repeat;
-        let r = self.prog.test_run(opts)?;
-        Ok((r.return_value, r.duration.as_nanos() as f64))
+        floodgate::testing::run_frame(&self.prog, frame, repeat)
     }
 }
 

@@ -118,12 +118,17 @@ impl Harness {
 
     /// Run `frame` `repeat` times; returns the action and the kernel's mean ns per run.
     pub fn run(&self, frame: &[u8], repeat: u32) -> Result<(u32, f64)> {
-        let mut opts = TestRunOptions::new();
-        opts.data_in = Some(frame);
-        opts.repeat = repeat;
-        let r = self.prog.test_run(opts)?;
-        Ok((r.return_value, r.duration.as_nanos() as f64))
+        run_frame(&self.prog, frame, repeat)
     }
+}
+
+/// BPF_PROG_TEST_RUN of `frame`, `repeat` times: the XDP action and the kernel's mean ns.
+pub fn run_frame(prog: &Xdp, frame: &[u8], repeat: u32) -> Result<(u32, f64)> {
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(frame);
+    opts.repeat = repeat;
+    let r = prog.test_run(opts)?;
+    Ok((r.return_value, r.duration.as_nanos() as f64))
 }
 
 /// Run a command, failing with its stderr.
@@ -262,11 +267,7 @@ impl BenchObject {
             .program(name)
             .with_context(|| format!("no program {name}"))?
             .try_into()?;
-        let mut opts = TestRunOptions::new();
-        opts.data_in = Some(frame);
-        opts.repeat = repeat;
-        let r = prog.test_run(opts)?;
-        Ok((r.return_value, r.duration.as_nanos() as f64))
+        run_frame(prog, frame, repeat)
     }
 
     /// Replace the bench LPM tries' contents with `prefixes` (one syscall each: LPM tries have
