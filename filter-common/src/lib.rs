@@ -330,6 +330,7 @@ mod user {
 /// Capacities of the list maps; the controller checks them before writing anything.
 pub const V4_HOSTS_CAPACITY: u32 = 1 << 20;
 pub const V6_BLOCKS_CAPACITY: u32 = 1 << 21;
-pub const V6_LONG_CAPACITY: u32 = 1 << 20;
+/// Also the limit on IPv6 entries longer than /32 per list: this map is their record.
+pub const V6_LONG_CAPACITY: u32 = 1 << 21;
 /// Entries per list and address family as the operator entered them.
 pub const RECORDS_CAPACITY: u32 = 1 << 21;

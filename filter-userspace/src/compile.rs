@@ -124,12 +124,8 @@ pub fn compile_v6(kind: ListKind, prefixes: impl IntoIterator<Item = (u128, u8)>
         }
         true
     });
-    long.retain(|k| {
-        let top32 = u32::from_be_bytes([k.addr[0], k.addr[1], k.addr[2], k.addr[3]]);
-        blocks
-            .get(&top32)
-            .is_some_and(|b| b.flags & V6_BLOCK_FULL == 0)
-    });
+    // Every long prefix stays in `long`, even under a covering one: the map is also their
+    // record, and the program never looks there for a /32 that is covered whole.
     let mut filter32 = vec![0u64; V6_FILTER32_WORDS as usize];
     for &top32 in blocks.keys() {
         set_cell(&mut summary16, top32 >> 16, kind, STATE_PARTIAL);
@@ -290,7 +286,12 @@ mod tests {
             ListKind::Block,
             [(0x2001_0db8 << 96, 32), (0x2001_0db8 << 96 | 1, 128)],
         );
-        assert!(c.long.is_empty());
+        // The /128 stays recorded, but its /32 is covered whole: no length is looked up.
+        assert_eq!(c.long.len(), 1);
         assert_eq!(c.blocks.len(), 1);
+        assert!(c
+            .blocks
+            .values()
+            .all(|b| b.flags == V6_BLOCK_FULL && b.long_lengths == [0, 0]));
     }
 }

@@ -81,6 +81,11 @@ fn read_set(pins: &PinDir, kind: ListKind) -> Result<HashSet<Prefix>> {
     for (k, _) in lookup_all::<V6PrefixKey, u8>(&v6)? {
         out.insert(Prefix::from_v6_key(&k));
     }
+    // IPv6 prefixes longer than /32 are recorded by the exact map the program reads.
+    let long = pins.open_map(v6_long_map(kind))?;
+    for (k, _) in lookup_all::<V6PrefixKey, u8>(&long)? {
+        out.insert(Prefix::from_v6_key(&k));
+    }
     Ok(out)
 }
 
@@ -226,7 +231,9 @@ fn write_records(pins: &PinDir, kind: ListKind, prefixes: &[Prefix], insert: boo
     for p in prefixes {
         match *p {
             Prefix::V4 { addr, len } => k4.push(Prefix::v4_key(addr, len)),
-            Prefix::V6 { addr, len } => k6.push(Prefix::v6_key(addr, len)),
+            // Longer ones live in the exact map (`*_V6_LONG`), which doubles as their record.
+            Prefix::V6 { addr, len } if len <= 32 => k6.push(Prefix::v6_key(addr, len)),
+            Prefix::V6 { .. } => {}
         }
     }
     let m4 = pins.open_map(records_map(kind, false))?;
@@ -246,8 +253,8 @@ fn write_records(pins: &PinDir, kind: ListKind, prefixes: &[Prefix], insert: boo
 /// Write entries of `want` that are missing or different; return keys present but unwanted.
 fn upsert_diff<K, V>(map: &MapData, want: &HashMap<K, V>) -> Result<Vec<K>>
 where
-    K: bytemuck::Pod + Eq + std::hash::Hash,
-    V: bytemuck::Pod + PartialEq,
+    K: bytemuck::Pod + Eq + std::hash::Hash + Sync,
+    V: bytemuck::Pod + PartialEq + Sync,
 {
     let current: HashMap<K, V> = lookup_all::<K, V>(map)?.into_iter().collect();
     let mut keys = Vec::new();

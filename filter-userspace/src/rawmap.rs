@@ -65,9 +65,27 @@ fn bpf(cmd: libc::c_long, attr: &mut BatchAttr) -> io::Result<()> {
 }
 
 /// Insert or overwrite `keys[i] -> values[i]`.
-pub fn update_batch<K: Pod, V: Pod>(map: &MapData, keys: &[K], values: &[V]) -> io::Result<()> {
+pub fn update_batch<K: Pod + Sync, V: Pod + Sync>(
+    map: &MapData,
+    keys: &[K],
+    values: &[V],
+) -> io::Result<()> {
     assert_eq!(keys.len(), values.len());
     let fd = checked::<K, V>(map)?;
+    // Kernel-side inserts (about a microsecond each for large hash maps) dominate big loads:
+    // split them over two threads, the hash map locks per bucket.
+    if keys.len() >= 4 * CHUNK {
+        let mid = keys.len() / 2;
+        return std::thread::scope(|s| {
+            let first = s.spawn(|| update_chunks(fd, &keys[..mid], &values[..mid]));
+            let second = update_chunks(fd, &keys[mid..], &values[mid..]);
+            first.join().expect("batch writer panicked").and(second)
+        });
+    }
+    update_chunks(fd, keys, values)
+}
+
+fn update_chunks<K: Pod, V: Pod>(fd: BorrowedFd<'_>, keys: &[K], values: &[V]) -> io::Result<()> {
     for (k, v) in keys.chunks(CHUNK).zip(values.chunks(CHUNK)) {
         let mut attr = BatchAttr {
             keys: k.as_ptr() as u64,

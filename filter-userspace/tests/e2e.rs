@@ -412,6 +412,25 @@ fn controller_errors_and_exit_codes() {
     let (code, _, err) = env.floodgate(&["block", "del", "192.0.2.0/24"]);
     assert_eq!(code, 2, "{err}");
     env.ok(&["block", "del", "203.0.113.0/24"]);
+    // IPv6 entries longer than /32 are recorded by their exact map: they list and delete alike.
+    env.ok(&[
+        "block",
+        "add",
+        "2001:db8:1::/48",
+        "2001:db8::5",
+        "2001:db8::/32",
+    ]);
+    assert_eq!(
+        env.ok(&["block", "list"]),
+        "2001:db8::/32\n2001:db8::5/128\n2001:db8:1::/48\n"
+    );
+    env.ok(&["block", "del", "2001:db8::5"]);
+    assert_eq!(
+        env.ok(&["block", "list"]),
+        "2001:db8::/32\n2001:db8:1::/48\n"
+    );
+    env.ok(&["block", "flush"]);
+    assert_eq!(env.ok(&["block", "list"]), "");
     env.ok(&["policy", "--malformed", "pass"]);
     assert!(env.ok(&["status"]).contains("malformed packets: pass"));
     env.ok(&["detach", "--all"]);
