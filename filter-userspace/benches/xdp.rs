@@ -150,6 +150,8 @@ fn main() -> Result<()> {
     let mut b = BenchObject::new()?;
     let mut report = serde_json::Map::new();
 
+    // Before pinning to one CPU, which would make this process see only that one.
+    let machine = machine();
     if want("p1") || want("p2") {
         // test_run measures on the calling CPU: stay on one, or caches restart at each move.
         floodgate::testing::pin_thread_to_cpu(1)?;
@@ -158,7 +160,7 @@ fn main() -> Result<()> {
     if want("p3") {
         report.insert("p3_veth".into(), p3(&mut b, &cfg, quick)?);
     }
-    report.insert("machine".into(), json!(machine()));
+    report.insert("machine".into(), json!(machine));
 
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&dir)?;
@@ -169,7 +171,7 @@ fn main() -> Result<()> {
     )?;
     println!("\nwrote {}", path.canonicalize()?.display());
     let png = dir.join("latest.png");
-    match chart::draw(&png, &machine(), &panels(&report)) {
+    match chart::draw(&png, &machine, &panels(&report)) {
         Ok(()) => println!("wrote {}", png.canonicalize()?.display()),
         Err(e) => println!("chart not drawn: {e:#}"),
     }
