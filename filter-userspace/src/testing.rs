@@ -274,33 +274,38 @@ impl BenchObject {
     /// no batch operations).
     pub fn set_lpm(&mut self, prefixes: &[crate::cidr::Prefix]) -> Result<()> {
         use crate::cidr::Prefix;
-        use aya::maps::lpm_trie::{Key, LpmTrie};
-        {
-            let mut v4: LpmTrie<_, [u8; 4], u8> =
-                LpmTrie::try_from(self.ebpf.map_mut("BENCH_LPM_V4").context("BENCH_LPM_V4")?)?;
-            let keys: Vec<Key<[u8; 4]>> = v4.keys().collect::<Result<_, _>>()?;
-            for k in keys {
-                v4.remove(&k)?;
-            }
-            for p in prefixes {
-                if let Prefix::V4 { addr, len } = *p {
-                    v4.insert(&Key::new(u32::from(len), addr.to_be_bytes()), 1, 0)?;
-                }
-            }
-        }
-        let mut v6: LpmTrie<_, [u8; 16], u8> =
-            LpmTrie::try_from(self.ebpf.map_mut("BENCH_LPM_V6").context("BENCH_LPM_V6")?)?;
-        let keys: Vec<Key<[u8; 16]>> = v6.keys().collect::<Result<_, _>>()?;
-        for k in keys {
-            v6.remove(&k)?;
-        }
-        for p in prefixes {
-            if let Prefix::V6 { addr, len } = *p {
-                v6.insert(&Key::new(u32::from(len), addr.to_be_bytes()), 1, 0)?;
-            }
-        }
-        Ok(())
+        refill_lpm(
+            self.ebpf.map_mut("BENCH_LPM_V4").context("BENCH_LPM_V4")?,
+            prefixes.iter().filter_map(|p| match *p {
+                Prefix::V4 { addr, len } => Some((len, addr.to_be_bytes())),
+                Prefix::V6 { .. } => None,
+            }),
+        )?;
+        refill_lpm(
+            self.ebpf.map_mut("BENCH_LPM_V6").context("BENCH_LPM_V6")?,
+            prefixes.iter().filter_map(|p| match *p {
+                Prefix::V6 { addr, len } => Some((len, addr.to_be_bytes())),
+                Prefix::V4 { .. } => None,
+            }),
+        )
     }
+}
+
+/// Empty an LPM trie of `N`-byte addresses, then insert `(prefix length, address)` entries.
+fn refill_lpm<const N: usize>(
+    map: &mut aya::maps::Map,
+    entries: impl Iterator<Item = (u8, [u8; N])>,
+) -> Result<()> {
+    use aya::maps::lpm_trie::{Key, LpmTrie};
+    let mut trie: LpmTrie<_, [u8; N], u8> = LpmTrie::try_from(map)?;
+    let keys: Vec<Key<[u8; N]>> = trie.keys().collect::<Result<_, _>>()?;
+    for k in keys {
+        trie.remove(&k)?;
+    }
+    for (len, addr) in entries {
+        trie.insert(&Key::new(u32::from(len), addr), 1, 0)?;
+    }
+    Ok(())
 }
 
 /// Run `f` on the current thread inside the network namespace at `ns`, then come back.
