@@ -2,12 +2,12 @@
 //! Shared so that the controller, the tests and the fuzz targets parse exactly alike.
 
 use core::fmt;
-use core::net::IpAddr;
+use core::net::{IpAddr, Ipv6Addr};
 use std::format;
-use std::string::String;
+use std::string::{String, ToString};
 use std::vec::Vec;
 
-use crate::{V4PrefixKey, V6PrefixKey};
+use crate::trie::Family;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 /// One list entry; the address has no bits set beyond the prefix length.
@@ -62,31 +62,36 @@ impl Prefix {
         }
     }
 
-    pub fn v4_key(addr: u32, len: u8) -> V4PrefixKey {
-        V4PrefixKey {
-            addr: addr.to_be_bytes(),
-            len: u32::from(len),
+    pub fn family(self) -> Family {
+        match self {
+            Prefix::V4 { .. } => Family::V4,
+            Prefix::V6 { .. } => Family::V6,
         }
     }
 
-    pub fn v6_key(addr: u128, len: u8) -> V6PrefixKey {
-        V6PrefixKey {
-            addr: addr.to_be_bytes(),
-            len: u32::from(len),
+    pub fn prefix_len(self) -> u8 {
+        match self {
+            Prefix::V4 { len, .. } | Prefix::V6 { len, .. } => len,
         }
     }
 
-    pub fn from_v4_key(k: &V4PrefixKey) -> Self {
-        Prefix::V4 {
-            addr: u32::from_be_bytes(k.addr),
-            len: k.len as u8,
+    /// The address aligned to the top of 128 bits (IPv4 in the first 32), as the list trie
+    /// reads it.
+    pub fn top_aligned(self) -> u128 {
+        match self {
+            Prefix::V4 { addr, .. } => u128::from(addr) << 96,
+            Prefix::V6 { addr, .. } => addr,
         }
     }
 
-    pub fn from_v6_key(k: &V6PrefixKey) -> Self {
-        Prefix::V6 {
-            addr: u128::from_be_bytes(k.addr),
-            len: k.len as u8,
+    /// Inverse of `top_aligned`.
+    pub fn from_top_aligned(family: Family, addr: u128, len: u8) -> Self {
+        match family {
+            Family::V4 => Prefix::V4 {
+                addr: (addr >> 96) as u32,
+                len,
+            },
+            Family::V6 => Prefix::V6 { addr, len },
         }
     }
 }
@@ -97,6 +102,24 @@ impl fmt::Display for Prefix {
     }
 }
 
+/// Operator input as it may be shown in a message: control characters and other invisible
+/// characters escaped, at most 60 characters.
+pub fn shown(text: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == 60 {
+            out.push_str("...");
+            break;
+        }
+        if c.is_control() || c == '\u{feff}' || c == '\u{200b}' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Parse one entry: `192.0.2.1`, `192.0.2.0/24`, `2001:db8::/32`, `2001:db8::1`.
 /// Host bits beyond the prefix are refused, with the corrected network as the hint: a typo in
 /// a blocklist must not silently block (or allow) a different range than the operator meant.
@@ -105,26 +128,44 @@ pub fn parse_entry(text: &str) -> Result<Prefix, String> {
     if text.is_empty() {
         return Err("empty entry".into());
     }
-    if text.contains('/') {
+    let shown = shown(text);
+    let net = if text.contains('/') {
         let net: IpNet = text.parse().map_err(|_| {
-            format!("'{text}' is not a CIDR; expected e.g. 192.0.2.0/24 or 2001:db8::/32")
+            format!("'{shown}' is not a CIDR; expected e.g. 192.0.2.0/24 or 2001:db8::/32")
         })?;
         if net.trunc() != net {
             return Err(format!(
-                "'{text}' has host bits set beyond /{}; write the network, {}",
+                "'{shown}' has host bits set beyond /{}; write the network, {}",
                 net.prefix_len(),
                 net.trunc()
             ));
         }
-        Ok(Prefix::from_ipnet(net))
+        net
     } else {
         let ip: IpAddr = text.parse().map_err(|_| {
             format!(
-                "'{text}' is not an IP address or CIDR; expected e.g. 192.0.2.1 or 192.0.2.0/24"
+                "'{shown}' is not an IP address or CIDR; expected e.g. 192.0.2.1 or 192.0.2.0/24"
             )
         })?;
-        Ok(Prefix::from_ipnet(IpNet::from(ip)))
+        IpNet::from(ip)
+    };
+    // IPv4-mapped IPv6 (::ffff:a.b.c.d) never appears as a source on the wire: IPv4 packets
+    // carry IPv4 addresses. Storing it as IPv6 would silently match nothing.
+    if let IpNet::V6(n) = net {
+        let mapped = Ipv6Net::new(Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0, 0), 96).expect("valid");
+        if n.prefix_len() >= 96 && mapped.contains(&n) {
+            let v4 = n.addr().to_ipv4_mapped().expect("inside ::ffff:0:0/96");
+            let hint = if n.prefix_len() == 128 {
+                v4.to_string()
+            } else {
+                format!("{v4}/{}", n.prefix_len() - 96)
+            };
+            return Err(format!(
+                "'{shown}' is an IPv4-mapped IPv6 address, which never matches IPv4 traffic; write {hint}"
+            ));
+        }
     }
+    Ok(Prefix::from_ipnet(net))
 }
 
 /// An invalid line of a list file.
@@ -147,7 +188,10 @@ pub fn parse_list(text: &str) -> Result<Vec<Prefix>, Vec<LineError>> {
         if content.split_whitespace().count() > 1 {
             errors.push(LineError {
                 line: i + 1,
-                message: format!("'{content}' holds more than one entry; put one entry per line"),
+                message: format!(
+                    "'{}' holds more than one entry; put one entry per line",
+                    shown(content)
+                ),
             });
             continue;
         }
@@ -220,6 +264,25 @@ mod tests {
         ] {
             assert!(parse_entry(bad).is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn refuses_ipv4_mapped_with_the_ipv4_form() {
+        let err = parse_entry("::ffff:1.2.3.4").unwrap_err();
+        assert!(err.contains("write 1.2.3.4"), "{err}");
+        let err = parse_entry("::ffff:1.2.3.0/120").unwrap_err();
+        assert!(err.contains("write 1.2.3.0/24"), "{err}");
+        // Shorter prefixes that merely cover the mapped range are ordinary IPv6.
+        assert!(parse_entry("::/64").is_ok());
+    }
+
+    #[test]
+    fn messages_escape_control_characters() {
+        let err = parse_entry("1.2.3.4\u{1b}[31m").unwrap_err();
+        assert!(!err.contains('\u{1b}'), "{err}");
+        assert!(err.contains("\\u{1b}"), "{err}");
+        let long = "x".repeat(500);
+        assert!(parse_entry(&long).unwrap_err().len() < 200);
     }
 
     #[test]

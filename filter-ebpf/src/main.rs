@@ -1,33 +1,35 @@
-//! floodgate's XDP program: parse, check the allow and block lists, count, decide.
-//!
-//! The per-packet path does no logging, takes only bounded loops and touches per-CPU counters.
+//! The product object: the `floodgate` XDP program and the maps it shares with the controller.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
-
-#[cfg(target_arch = "bpf")]
-mod ethernet;
-#[cfg(target_arch = "bpf")]
-mod ipv4;
-#[cfg(target_arch = "bpf")]
-mod ipv6;
-#[cfg(target_arch = "bpf")]
-mod lists;
-#[cfg(target_arch = "bpf")]
-mod maps;
-#[cfg(target_arch = "bpf")]
-mod program;
 
 #[cfg(not(target_arch = "bpf"))]
 fn main() {}
 
 #[cfg(target_arch = "bpf")]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    // SAFETY: the verifier rejects any program that could reach this.
-    unsafe { core::hint::unreachable_unchecked() }
-}
+mod program {
+    use aya_ebpf::bindings::xdp_action;
+    use aya_ebpf::macros::xdp;
+    use aya_ebpf::programs::XdpContext;
+    use filter_ebpf::{decide, observe, parse};
 
-#[cfg(target_arch = "bpf")]
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 4] = *b"GPL\0";
+    #[xdp]
+    pub fn floodgate(ctx: XdpContext) -> u32 {
+        let reason = decide::verdict(parse::packet(&ctx));
+        observe::count(&ctx, reason);
+        if reason.is_drop() {
+            xdp_action::XDP_DROP
+        } else {
+            xdp_action::XDP_PASS
+        }
+    }
+
+    #[panic_handler]
+    fn panic(_info: &core::panic::PanicInfo) -> ! {
+        // SAFETY: the verifier rejects any program that could reach this.
+        unsafe { core::hint::unreachable_unchecked() }
+    }
+
+    #[unsafe(link_section = "license")]
+    #[unsafe(no_mangle)]
+    static LICENSE: [u8; 4] = *b"GPL\0";
+}

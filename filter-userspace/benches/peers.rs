@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use aya::maps::{Map, MapData, MapInfo, PerCpuHashMap, PerCpuValues};
 use aya::programs::Xdp;
 use aya_obj::programs::XdpAttachType;
-use floodgate::testing::{sh, unique_name};
+use test_support::{sh, unique_name};
 
 const OBJECT: &str = "/usr/lib/x86_64-linux-gnu/bpf/xdpfilt_alw_all.o";
 /// Maps the object pins by name at the bpffs root, whoever loads it.
@@ -93,7 +93,7 @@ impl XdpFilter {
 
     /// Mean ns per run of `frame`, and the XDP action.
     pub fn run(&self, frame: &[u8], repeat: u32) -> Result<(u32, f64)> {
-        floodgate::testing::run_frame(&self.prog, frame, repeat)
+        test_support::run_frame(&self.prog, frame, repeat)
     }
 }
 

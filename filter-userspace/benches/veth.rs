@@ -13,8 +13,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use filter_common::frames::{ethernet, ipv4, ipv6, udp};
 use filter_common::parse::{ETH_P_IPV4, ETH_P_IPV6, IPPROTO_UDP};
-use floodgate::cidr::Prefix;
-use floodgate::testing::{pin_thread_to_cpu, sh, with_netns, BenchObject, TestPins, VethPair};
+use floodgate::lists::entries::Prefix;
+use test_support::{pin_thread_to_cpu, sh, with_netns, BenchObject, TestPins, VethPair};
 
 pub const VICTIM4: &str = "198.18.0.1";
 pub const ATTACKER4: &str = "198.18.0.66";
@@ -83,7 +83,7 @@ fn mac(s: &str) -> Result<[u8; 6]> {
     Ok(out)
 }
 
-fn link_info(ns: &floodgate::testing::Netns, dev: &str) -> Result<(u32, [u8; 6])> {
+fn link_info(ns: &test_support::Netns, dev: &str) -> Result<(u32, [u8; 6])> {
     let out = ns.exec(&["ip", "-o", "link", "show", dev])?;
     let idx: u32 = out
         .split(':')
@@ -363,7 +363,7 @@ fn remove_xdp_filter_pins() {
     }
 }
 
-fn ethtool_stats(ns: &floodgate::testing::Netns, dev: &str) -> Result<HashMap<String, u64>> {
+fn ethtool_stats(ns: &test_support::Netns, dev: &str) -> Result<HashMap<String, u64>> {
     let out = ns.exec(&["ethtool", "-S", dev])?;
     Ok(out
         .lines()

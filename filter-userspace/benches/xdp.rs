@@ -5,8 +5,6 @@
 //! median is reported. Writes target/bench/latest.json.
 
 mod chart;
-#[path = "../tests/support/gen.rs"]
-mod gen;
 mod peers;
 mod veth;
 
@@ -18,10 +16,13 @@ use anyhow::{Context, Result};
 use filter_common::frames::{ethernet, ipv4, ipv6, udp};
 use filter_common::parse::{ETH_P_IPV4, ETH_P_IPV6, IPPROTO_UDP};
 use filter_common::ListKind;
-use floodgate::cidr::{parse_entry, read_list_file, Prefix};
-use floodgate::lists;
-use floodgate::testing::{require_root, BenchObject};
+use floodgate::lists::entries::{parse_entry, read_list_file, Prefix};
+use floodgate::lists::{self, Edit};
 use serde_json::json;
+use test_support::{gen, require_root, BenchObject};
+
+/// Room for the largest P2 lists (1M IPv4 + 1M IPv6 real-world-shaped entries).
+const BENCH_POOL_NODES: u32 = 1 << 22;
 
 struct Config {
     rounds: usize,
@@ -94,11 +95,11 @@ fn measure(
 
 fn set_block(b: &BenchObject, prefixes: &[Prefix]) -> Result<f64> {
     let started = Instant::now();
-    lists::update(&b.dir.pins, ListKind::Block, |set| {
-        set.clear();
-        set.extend(prefixes.iter().copied());
-        Ok(())
-    })?;
+    lists::change(
+        &b.dir.pins,
+        ListKind::Block,
+        Edit::Replace(prefixes.to_vec()),
+    )?;
     Ok(started.elapsed().as_secs_f64())
 }
 
@@ -112,11 +113,7 @@ fn time_file_load(b: &BenchObject, prefixes: &[Prefix]) -> Result<(f64, f64)> {
     let started = Instant::now();
     let parsed = read_list_file(&path)?;
     let parse = started.elapsed().as_secs_f64();
-    lists::update(&b.dir.pins, ListKind::Block, |set| {
-        set.reserve(parsed.len());
-        set.extend(parsed);
-        Ok(())
-    })?;
+    lists::change(&b.dir.pins, ListKind::Block, Edit::Add(parsed))?;
     let total = started.elapsed().as_secs_f64();
     std::fs::remove_file(&path)?;
     Ok((parse, total))
@@ -147,14 +144,14 @@ fn main() -> Result<()> {
             sizes: vec![10, 10_000, 1_000_000],
         }
     };
-    let mut b = BenchObject::new()?;
+    let mut b = BenchObject::new(BENCH_POOL_NODES)?;
     let mut report = serde_json::Map::new();
 
     // Before pinning to one CPU, which would make this process see only that one.
     let machine = machine();
     if want("p1") || want("p2") {
         // test_run measures on the calling CPU: stay on one, or caches restart at each move.
-        floodgate::testing::pin_thread_to_cpu(1)?;
+        test_support::pin_thread_to_cpu(1)?;
         p1_p2(&mut b, &cfg, &mut report, &want)?;
     }
     if want("p3") {

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::attach::Mode;
-use crate::pins::DEFAULT_PIN_DIR;
+use crate::state::attach::Mode;
+use crate::state::pins::DEFAULT_PIN_DIR;
 
 /// floodgate: an XDP packet filter that drops blocklisted and malformed traffic at the driver.
 ///
@@ -34,6 +34,11 @@ pub enum Command {
         /// native: in the driver; skb: generic, works everywhere, slower; auto: native, else skb.
         #[arg(long, value_enum, default_value_t = Mode::Auto)]
         mode: Mode,
+        /// Nodes in the list pool (80 bytes each), set when the filter is first loaded: about
+        /// one per listed IPv4 address in its own /24, one to three per IPv6 prefix longer
+        /// than /32. Accepts k and M suffixes. Default 1M (80 MiB).
+        #[arg(long, value_name = "NODES", value_parser = parse_capacity)]
+        list_capacity: Option<u32>,
     },
     /// Detach the filter from interfaces; with --all also remove every pin (lists included).
     Detach {
@@ -76,6 +81,22 @@ pub enum Command {
     },
 }
 
+fn parse_capacity(s: &str) -> Result<u32, String> {
+    let (digits, mult) = match s.strip_suffix(['k', 'K']) {
+        Some(d) => (d, 1u64 << 10),
+        None => match s.strip_suffix('M') {
+            Some(d) => (d, 1 << 20),
+            None => (s, 1),
+        },
+    };
+    match digits.parse::<u64>().map(|n| n * mult) {
+        Ok(n) if (1024..=(1 << 28)).contains(&n) => Ok(n as u32),
+        _ => Err(format!(
+            "'{s}' is not a node count between 1k and 256M (e.g. 4M or 500000)"
+        )),
+    }
+}
+
 fn parse_interval(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if (0.1..=3600.0).contains(&v) => Ok(v),
@@ -111,7 +132,8 @@ pub enum ListAction {
     },
     /// Print every entry, one per line (a valid list file).
     List,
-    /// Add every entry of a file (one per line, `#` comments); any bad line changes nothing.
+    /// Add every entry of a file (one per line, `#` comments; `-` reads standard input); any
+    /// bad line changes nothing.
     Load {
         file: PathBuf,
         /// Make the list exactly the file's entries (entries not in the file are removed).

@@ -1,16 +1,14 @@
-//! The `floodgate` controller as a library, so integration tests drive the same code as the CLI.
+//! The `floodgate` controller as a library, so integration tests drive the same code as the
+//! CLI. One module per concern: `commands` (one per command), `state` (everything on bpffs and
+//! the generation mechanism), `lists` (editing and compiling the lists), `observe` (counters).
 
-pub mod attach;
-pub mod cidr;
 pub mod cli;
-pub mod compile;
+pub mod commands;
 pub mod error;
 pub mod lists;
-pub mod pins;
+pub mod observe;
 pub mod privileges;
-pub mod rawmap;
-pub mod stats;
-pub mod testing;
+pub mod state;
 
 /// The XDP object built by build.rs (aya-build) from filter-ebpf.
 pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/floodgate"));

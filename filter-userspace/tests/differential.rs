@@ -5,21 +5,19 @@
 //! FLOODGATE_DIFF_FRAMES (default 1,000,000) and FLOODGATE_DIFF_SEED (default: from the
 //! clock, printed) control the run; a failure prints the seed, the frame as hex and the lists.
 
-#[path = "support/gen.rs"]
-mod gen;
-
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Instant;
 
 use filter_common::frames::{ethernet, icmp_echo, ipv4, ipv6, tcp_syn, udp, Ext};
 use filter_common::model::ReferenceFilter;
 use filter_common::parse::*;
-use filter_common::{FilterConfig, ListKind, MalformedPolicy};
-use floodgate::cidr::Prefix;
-use floodgate::testing::{require_root, Harness, XDP_DROP, XDP_PASS};
-use floodgate::{attach, lists};
+use filter_common::{ListKind, MalformedPolicy};
+use floodgate::lists::entries::Prefix;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use test_support::{
+    gen, require_root, set_list, set_malformed_policy, Harness, XDP_DROP, XDP_PASS,
+};
 
 const EPOCHS_PER_THREAD: usize = 20;
 
@@ -213,21 +211,9 @@ fn run_thread(seed: u64, frames: usize) -> usize {
             MalformedPolicy::Drop
         };
         for (kind, entries) in [(ListKind::Allow, &allow), (ListKind::Block, &block)] {
-            lists::update(h.pins(), kind, |set| {
-                set.clear();
-                set.extend(entries.iter().copied());
-                Ok(())
-            })
-            .unwrap();
+            set_list(h.pins(), kind, entries).unwrap();
         }
-        attach::write_config(
-            h.pins(),
-            FilterConfig {
-                malformed_policy: policy as u32,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        set_malformed_policy(h.pins(), policy).unwrap();
         let model = ReferenceFilter {
             allow: allow.iter().map(|p| p.to_ipnet()).collect(),
             block: block.iter().map(|p| p.to_ipnet()).collect(),

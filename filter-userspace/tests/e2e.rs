@@ -8,9 +8,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use filter_common::Reason;
-use floodgate::stats::IfaceStats;
-use floodgate::testing::{in_netns, require_root, TestPins, VethPair};
+use floodgate::observe::stats::IfaceStats;
 use socket2::{Domain, Socket, Type};
+use test_support::{in_netns, require_root, TestPins, VethPair};
 
 const A4: &str = "198.18.0.1";
 const CLEAN4: &str = "198.18.0.5";
@@ -60,7 +60,7 @@ impl Env {
             .unwrap();
         }
         // Static neighbours: no ARP/NDP from blocked sources muddies the exact counts.
-        let mac = |ns: &floodgate::testing::Netns, dev: &str| -> String {
+        let mac = |ns: &test_support::Netns, dev: &str| -> String {
             let out = ns.exec(&["cat", &format!("/sys/class/net/{dev}/address")]);
             out.unwrap_or_else(|_| {
                 // /sys in our mount namespace shows the root netns; ask ip instead.
@@ -186,7 +186,7 @@ fn parse_stats(json: &str) -> Vec<IfaceStats> {
                     let t = &i["reasons"][r.name()];
                     (
                         r.name(),
-                        floodgate::stats::Totals {
+                        floodgate::observe::stats::Totals {
                             packets: t["packets"].as_u64().unwrap(),
                             bytes: t["bytes"].as_u64().unwrap(),
                         },
@@ -440,7 +440,7 @@ fn controller_errors_and_exit_codes() {
 fn native_mode_needs_driver_support_and_auto_falls_back() {
     let env = Env::new();
     // A bridge has no native XDP: --mode native must say so, auto must fall back to skb.
-    let bridge = floodgate::testing::unique_name("fgbr");
+    let bridge = test_support::unique_name("fgbr");
     env.net
         .a
         .exec(&["ip", "link", "add", &bridge, "type", "bridge"])

@@ -7,10 +7,9 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use filter_common::frames::{ethernet, icmp_echo, ipv4, ipv6, tcp_syn, udp, Ext};
 use filter_common::model::ReferenceFilter;
 use filter_common::parse::*;
-use filter_common::{FilterConfig, ListKind, MalformedPolicy, Reason};
-use floodgate::cidr::{parse_entry, Prefix};
-use floodgate::testing::{require_root, Harness, XDP_DROP, XDP_PASS};
-use floodgate::{attach, lists};
+use filter_common::{ListKind, MalformedPolicy, Reason};
+use floodgate::lists::entries::{parse_entry, Prefix};
+use test_support::{require_root, set_list, set_malformed_policy, Harness, XDP_DROP, XDP_PASS};
 
 struct Fixture {
     h: Harness,
@@ -37,24 +36,12 @@ impl Fixture {
             ListKind::Allow => self.model.allow = nets,
             ListKind::Block => self.model.block = nets,
         }
-        lists::update(self.h.pins(), kind, |set| {
-            set.clear();
-            set.extend(prefixes);
-            Ok(())
-        })
-        .unwrap();
+        set_list(self.h.pins(), kind, &prefixes).unwrap();
     }
 
     fn set_policy(&mut self, policy: MalformedPolicy) {
         self.model.malformed_policy = policy;
-        attach::write_config(
-            self.h.pins(),
-            FilterConfig {
-                malformed_policy: policy as u32,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        set_malformed_policy(self.h.pins(), policy).unwrap();
     }
 
     /// Kernel and model agree on `frame`; returns the reason.
@@ -513,68 +500,51 @@ fn list_changes_take_effect_at_once() {
     f.expect(&v4_frame("198.51.100.10"), Reason::Passed);
     f.set(ListKind::Block, &[]);
     f.expect(&b4, Reason::Passed);
-    // Nothing stale is left in the exact maps after a flush.
-    for kind in ListKind::ALL {
-        for (map, n, _) in lists::fill_levels(f.h.pins(), kind).unwrap() {
-            assert_eq!(n, 0, "{map} still holds entries after flush");
-        }
-    }
+    // Nothing stale is left in the pool after a flush.
+    let session = floodgate::state::Session::open(f.h.pins()).unwrap();
+    assert_eq!(session.current().unwrap().pool_in_use(), 0);
 }
 
 #[test]
-fn raw_map_access_refuses_another_layout() {
+fn mapped_access_refuses_another_layout() {
     require_root();
-    use aya::maps::{HashMap, IterableMap, MapData};
-    // A map pinned by another floodgate version, say with 8-byte values where 32 are expected:
-    // the batch syscalls would copy past our buffers, so they must refuse.
-    let map = HashMap::<MapData, u32, u64>::create(16, 1).unwrap();
-    let data: &MapData = map.map();
-    let err = floodgate::rawmap::lookup_all::<u32, filter_common::HostBitmap>(data).unwrap_err();
-    assert!(err.to_string().contains("detach --all"), "{err}");
-    let err = floodgate::rawmap::update_batch::<u32, filter_common::HostBitmap>(
-        data,
-        &[1],
-        &[Default::default()],
-    )
-    .unwrap_err();
+    // A map pinned by another floodgate version, say with 8-byte values where 64 are
+    // expected: mapping it as nodes would read past each value, so it must be refused.
+    let map = floodgate::state::raw::create_mmapable_array::<u64>("fg_test", 16).unwrap();
+    let err = floodgate::state::raw::Mapped::<filter_common::trie::Node>::new(&map, false)
+        .err()
+        .expect("refused");
     assert!(err.to_string().contains("another version"), "{err}");
 }
 
 #[test]
-fn detail_table_collisions_fall_back_to_exact_maps() {
-    // Two /24s that want the same detail-table slot: one gets it, the other must still be
-    // answered exactly through the summary and host bitmaps.
-    let first = 0x00c6_3364_u32; // 198.51.100.0/24
-    let slot = filter_common::v4_detail_slot(first);
-    let second = (first + 1..first + (1 << 20))
-        .find(|b| filter_common::v4_detail_slot(*b) == slot)
-        .expect("a colliding /24");
-    let host = |block: u32, h: u32| Ipv4Addr::from(block << 8 | h).to_string();
-    let mut f = Fixture::new(&[], &[]);
-    let entries = [
-        host(first, 7),
-        host(second, 9),
-        format!("{}/26", host(second, 128)),
-    ];
-    let entries: Vec<&str> = entries.iter().map(String::as_str).collect();
-    f.set(ListKind::Block, &entries);
-    f.set(ListKind::Allow, &[&format!("{}/30", host(first, 4))]);
-    for (block, h, want) in [
-        (first, 7, Reason::PassedAllowlisted),
-        (first, 8, Reason::Passed),
-        (first, 3, Reason::Passed),
-        (second, 9, Reason::DroppedBlocklist),
-        (second, 10, Reason::Passed),
-        (second, 130, Reason::DroppedBlocklist),
-        (second, 200, Reason::Passed),
+fn deep_ipv6_prefixes_in_one_partition_stay_exact() {
+    // Prefixes of 15 lengths inside one /32, the densest shape of real RIR-derived lists,
+    // and /128s under them: every source walks at most one node per 8 bits.
+    let entries: Vec<String> = (33..=48u8)
+        .map(|len| {
+            let a: u128 = (0x2a05_35c1u128 << 96) | (0xa380u128 << 80) | (u128::from(len) << 64);
+            Prefix::v6(a, len).to_string()
+        })
+        .chain([
+            "2a05:35c1:a380:30::7".to_string(),
+            "2a05:35c1::/32".to_string(),
+        ])
+        .collect();
+    let refs: Vec<&str> = entries.iter().map(String::as_str).collect();
+    let mut f = Fixture::new(&["2a05:35c1:a380:30::7"], &refs[..refs.len() - 1]);
+    for probe in [
+        "2a05:35c1:a380:21::1",
+        "2a05:35c1:a380:30::7",
+        "2a05:35c1:a380:30::8",
+        "2a05:35c1:a381::1",
+        "2a05:35c1:ffff::1",
+        "2a05:35c2::1",
     ] {
-        f.expect(&v4_frame(&host(block, h)), want);
+        f.verdict(&v6_frame(probe));
     }
-    // Removing the slot owner hands the slot to the other /24; verdicts stay exact.
-    f.set(ListKind::Allow, &[]);
-    f.set(ListKind::Block, &entries[1..]);
-    f.expect(&v4_frame(&host(first, 7)), Reason::Passed);
-    f.expect(&v4_frame(&host(second, 9)), Reason::DroppedBlocklist);
-    f.expect(&v4_frame(&host(second, 191)), Reason::DroppedBlocklist);
-    f.expect(&v4_frame(&host(second, 192)), Reason::Passed);
+    // The /32 on top makes everything inside it blocked but the allowlisted host.
+    f.set(ListKind::Block, &refs);
+    f.expect(&v6_frame("2a05:35c1:ffff::1"), Reason::DroppedBlocklist);
+    f.expect(&v6_frame("2a05:35c1:a380:30::7"), Reason::PassedAllowlisted);
 }

@@ -7,8 +7,7 @@ use filter_common::parse::{
 };
 use network_types::ip::Ipv6Hdr;
 
-use crate::ethernet::{ptr_at, read_at};
-use crate::program::{check_l4, Source};
+use super::{l4, ptr_at, read_at, Source};
 
 #[inline(always)]
 fn is_ext(next: u8) -> bool {
@@ -28,7 +27,7 @@ pub fn parse(ctx: &XdpContext, off: usize) -> Option<Source> {
         return None;
     }
     let payload = usize::from(u16::from_be_bytes(hdr.payload_len));
-    let frame_len = crate::ethernet::frame_len(ctx);
+    let frame_len = super::frame_len(ctx);
     // Zero payload length: jumbogram or empty packet; the frame bounds it.
     let end = if payload == 0 {
         frame_len
@@ -91,6 +90,6 @@ pub fn parse(ctx: &XdpContext, off: usize) -> Option<Source> {
         // Longer chain than we walk: treat as broken rather than let it slip past.
         return None;
     }
-    check_l4(ctx, at, end, next, true)?;
+    l4::check(ctx, at, end, next, true)?;
     Some(src)
 }

@@ -1,6 +1,9 @@
-//! Test and bench fixtures: throwaway pin directories, the program under BPF_PROG_TEST_RUN,
-//! and network namespaces with veth pairs. Every fixture removes what it created on drop, so
-//! a failing test leaves nothing behind.
+//! Test and bench fixtures, outside the product: throwaway pin directories, the program under
+//! BPF_PROG_TEST_RUN, the bench object, network namespaces with veth pairs, and generators of
+//! real-world-shaped lists. Every fixture removes what it created on drop, so a failing test
+//! leaves nothing behind.
+
+pub mod gen;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -10,10 +13,18 @@ use anyhow::{bail, Context, Result};
 use aya::maps::MapData;
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use aya_obj::programs::XdpAttachType;
-use filter_common::{Counter, Reason, REASON_SLOTS};
+use filter_common::{Counter, ListKind, MalformedPolicy, Reason, REASON_SLOTS};
+use floodgate::lists::entries::Prefix;
+use floodgate::lists::{self, Edit};
+use floodgate::state::attach::ensure_loaded;
+use floodgate::state::{maps, PinDir};
 
-use crate::attach::ensure_loaded;
-use crate::pins::PinDir;
+/// The bench object (filter-ebpf's `floodgate-bench`), built by this crate's build script.
+pub static BENCH_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/floodgate-bench"));
+
+/// Node pool for test pin directories: enough for the tests' lists, small enough to load fast.
+pub const TEST_POOL_NODES: u32 = 1 << 17;
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
@@ -41,10 +52,25 @@ pub struct TestPins {
 impl TestPins {
     pub fn new() -> Result<Self> {
         let root = PathBuf::from("/sys/fs/bpf").join(unique_name("fgtest-"));
-        let pins = PinDir::new(root);
-        drop(pins.lock()?);
+        let pins = PinDir::new(root)?;
+        drop(pins.create_and_lock()?);
         Ok(Self { pins })
     }
+}
+
+/// Replace list `kind` with `prefixes`, as `block load --replace` does.
+pub fn set_list(pins: &PinDir, kind: ListKind, prefixes: &[Prefix]) -> Result<()> {
+    lists::change(pins, kind, Edit::Replace(prefixes.to_vec()))?;
+    Ok(())
+}
+
+/// Set the malformed-packet policy, as `floodgate policy --malformed` does.
+pub fn set_malformed_policy(pins: &PinDir, policy: MalformedPolicy) -> Result<()> {
+    let mut config = maps::config(pins)?;
+    let mut c = config.get(&0, 0)?;
+    c.malformed_policy = policy as u32;
+    config.set(0, c, 0)?;
+    Ok(())
 }
 
 impl Drop for TestPins {
@@ -67,10 +93,15 @@ pub const XDP_PASS: u32 = 2;
 
 impl Harness {
     pub fn new() -> Result<Self> {
+        Self::with_pool(TEST_POOL_NODES)
+    }
+
+    /// The program with a list pool of `pool_nodes` nodes.
+    pub fn with_pool(pool_nodes: u32) -> Result<Self> {
         let dir = TestPins::new()?;
-        ensure_loaded(&dir.pins)?;
+        ensure_loaded(&dir.pins, pool_nodes)?;
         let prog = Xdp::from_pin(dir.pins.prog(), XdpAttachType::Interface)?;
-        let counters = dir.pins.open_map("COUNTERS")?;
+        let counters = maps::counters_raw(&dir.pins)?;
         let ncpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
         Ok(Self {
             dir,
@@ -86,7 +117,7 @@ impl Harness {
 
     /// Packets per reason in slot 0 (test runs), summed over CPUs: one syscall.
     fn totals(&self) -> Result<[u64; REASON_SLOTS as usize]> {
-        let sums = crate::rawmap::percpu_array_sums::<Counter>(
+        let sums = floodgate::state::raw::percpu_array_sums::<Counter>(
             &self.counters,
             REASON_SLOTS,
             self.ncpus,
@@ -230,10 +261,11 @@ pub fn in_netns<T: Send + 'static>(
 pub struct BenchObject {
     pub dir: TestPins,
     ebpf: aya::Ebpf,
+    /// The product program itself (pinned by the product load), run as "floodgate".
+    product: Xdp,
 }
 
 pub const BENCH_PROGRAMS: &[&str] = &[
-    "floodgate",
     "bench_random_source",
     "bench_random_lpm",
     "bench_random_floor",
@@ -244,12 +276,13 @@ pub const BENCH_PROGRAMS: &[&str] = &[
 ];
 
 impl BenchObject {
-    pub fn new() -> Result<Self> {
+    /// The bench programs sharing the maps of a fresh product load with `pool_nodes` nodes.
+    pub fn new(pool_nodes: u32) -> Result<Self> {
         let dir = TestPins::new()?;
-        ensure_loaded(&dir.pins)?;
+        ensure_loaded(&dir.pins, pool_nodes)?;
         let mut ebpf = aya::EbpfLoader::new()
             .default_map_pin_directory(dir.pins.maps_dir())
-            .load(crate::XDP_OBJECT)?;
+            .load(BENCH_OBJECT)?;
         for name in BENCH_PROGRAMS {
             let prog: &mut Xdp = ebpf
                 .program_mut(name)
@@ -257,11 +290,15 @@ impl BenchObject {
                 .try_into()?;
             prog.load().with_context(|| format!("loading {name}"))?;
         }
-        Ok(Self { dir, ebpf })
+        let product = Xdp::from_pin(dir.pins.prog(), XdpAttachType::Interface)?;
+        Ok(Self { dir, ebpf, product })
     }
 
     /// Mean ns per run of `frame` through program `name`, over `repeat` runs.
     pub fn run(&self, name: &str, frame: &[u8], repeat: u32) -> Result<(u32, f64)> {
+        if name == "floodgate" {
+            return run_frame(&self.product, frame, repeat);
+        }
         let prog: &Xdp = self
             .ebpf
             .program(name)
@@ -272,8 +309,7 @@ impl BenchObject {
 
     /// Replace the bench LPM tries' contents with `prefixes` (one syscall each: LPM tries have
     /// no batch operations).
-    pub fn set_lpm(&mut self, prefixes: &[crate::cidr::Prefix]) -> Result<()> {
-        use crate::cidr::Prefix;
+    pub fn set_lpm(&mut self, prefixes: &[Prefix]) -> Result<()> {
         refill_lpm(
             self.ebpf.map_mut("BENCH_LPM_V4").context("BENCH_LPM_V4")?,
             prefixes.iter().filter_map(|p| match *p {

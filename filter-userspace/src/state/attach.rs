@@ -2,20 +2,21 @@
 //! enforcing after we exit), detaching, and reporting what is attached.
 
 use std::ffi::CString;
-use std::os::fd::AsFd;
 
 use anyhow::{bail, Context, Result};
-use aya::maps::{Array, MapData, PerCpuArray, PerCpuValues};
+use aya::maps::{Array, MapData, PerCpuValues};
 use aya::programs::links::FdLink;
 use aya::programs::{ProgramInfo, Xdp, XdpMode};
 use aya::util::nr_cpus;
 use aya::EbpfLoader;
 use aya_obj::programs::XdpAttachType;
-use filter_common::{Attachment, Counter, FilterConfig, MAX_IFINDEX, MAX_INTERFACES, REASON_SLOTS};
+use filter_common::maps as names;
+use filter_common::{Attachment, Counter, MAX_IFINDEX, MAX_INTERFACES, REASON_SLOTS};
 use tracing::debug;
 
-use crate::lists::create_record_maps;
-use crate::pins::{PinDir, ATTACHMENTS};
+use super::maps;
+use super::pins::{Lock, PinDir};
+use crate::error::{usage, UsageError};
 
 /// How to attach: `Auto` tries native (driver) XDP and falls back to generic (skb) XDP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -59,14 +60,17 @@ fn raise_memlock() {
     }
 }
 
-/// Load and pin the program and its maps unless already pinned.
-pub fn ensure_loaded(pins: &PinDir) -> Result<()> {
+/// Load and pin the program and its maps unless already pinned. `pool_nodes` sizes the list
+/// node pool on first load.
+pub fn ensure_loaded(pins: &PinDir, pool_nodes: u32) -> Result<()> {
     if pins.is_loaded() {
         return Ok(());
     }
     raise_memlock();
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(pins.maps_dir())
+        .map_max_entries(names::LIST_NODES, pool_nodes)
+        .map_max_entries(names::LIST_META, pool_nodes)
         .load(crate::XDP_OBJECT)
         .context("loading the XDP object (maps)")?;
     let prog: &mut Xdp = ebpf
@@ -74,21 +78,15 @@ pub fn ensure_loaded(pins: &PinDir) -> Result<()> {
         .context("the XDP object has no `floodgate` program")?
         .try_into()?;
     prog.load().context("the kernel rejected the XDP program")?;
-    prog.pin(pins.prog())
-        .with_context(|| format!("cannot pin {}", pins.prog().display()))?;
-    create_record_maps(pins)?;
-    if !pins.map(ATTACHMENTS).exists() {
+    if !pins.map(names::ATTACHMENTS).exists() {
         Array::<MapData, Attachment>::create(MAX_INTERFACES, 0)?
-            .pin(pins.map(ATTACHMENTS))
+            .pin(pins.map(names::ATTACHMENTS))
             .context("cannot pin the attachments map")?;
     }
+    // Pinned last: a pinned program is what "loaded" means to every other command.
+    prog.pin(pins.prog())
+        .with_context(|| format!("cannot pin {}", pins.prog().display()))?;
     Ok(())
-}
-
-fn attachments(pins: &PinDir) -> Result<Array<MapData, Attachment>> {
-    Ok(Array::try_from(aya::maps::Map::Array(
-        pins.open_map(ATTACHMENTS)?,
-    ))?)
 }
 
 /// One attached interface as recorded in the pinned state.
@@ -103,10 +101,10 @@ pub struct AttachedIface {
 }
 
 pub fn attached(pins: &PinDir) -> Result<Vec<AttachedIface>> {
-    if !pins.map(ATTACHMENTS).exists() {
+    if !pins.map(names::ATTACHMENTS).exists() {
         return Ok(Vec::new());
     }
-    let map = attachments(pins)?;
+    let map = maps::attachments(pins)?;
     let mut out = Vec::new();
     for slot in 1..MAX_INTERFACES {
         let a = map.get(&slot, 0)?;
@@ -130,8 +128,13 @@ pub fn attached(pins: &PinDir) -> Result<Vec<AttachedIface>> {
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum AttachOutcome {
-    Attached { mode: &'static str },
-    AlreadyAttached { mode: &'static str },
+    /// Newly attached; its counters start at zero.
+    Attached {
+        mode: &'static str,
+    },
+    AlreadyAttached {
+        mode: &'static str,
+    },
 }
 
 /// Attach to every interface in `ifaces`; all names are checked before anything changes.
@@ -139,28 +142,54 @@ pub fn attach(
     pins: &PinDir,
     ifaces: &[String],
     mode: Mode,
+    pool_nodes: Option<u32>,
 ) -> Result<Vec<(String, AttachOutcome)>> {
     let mut targets = Vec::new();
     for name in ifaces {
-        if name.len() >= 16 {
-            bail!(crate::error::UsageError(format!(
-                "interface name '{name}' is longer than 15 characters"
+        if name.is_empty() || name.len() >= 16 || name.contains(['/', '\0']) {
+            bail!(UsageError(format!(
+                "'{}' is not an interface name (at most 15 characters, no '/')",
+                crate::lists::entries::shown(name)
             )));
         }
         let idx = ifindex(name)
             .with_context(|| format!("interface '{name}' does not exist (see `ip link`)"))?;
         targets.push((name.clone(), idx));
     }
-    let _lock = pins.lock()?;
-    ensure_loaded(pins)?;
+    let _lock: Lock = pins.create_and_lock()?;
+    if pins.is_loaded() {
+        if let Some(n) = pool_nodes {
+            let have = maps::ListMaps::open(pins)?.pool_nodes();
+            if have != n {
+                return Err(usage(format!(
+                    "the filter is already loaded with a list capacity of {have} nodes; --list-capacity applies when it is first loaded (after `floodgate detach --all`)"
+                )));
+            }
+        }
+    }
+    ensure_loaded(
+        pins,
+        pool_nodes.unwrap_or(filter_common::maps::DEFAULT_POOL_NODES),
+    )?;
     let mut prog = Xdp::from_pin(pins.prog(), XdpAttachType::Interface)
         .context("cannot open the pinned program")?;
-    let mut table = attachments(pins)?;
+    let mut table = maps::attachments(pins)?;
     let mut out = Vec::new();
     for (name, idx) in targets {
         let existing = attached(pins)?.into_iter().find(|a| a.name == name);
         if let Some(a) = &existing {
             if a.present && pins.link(&name).exists() {
+                let wanted = match mode {
+                    Mode::Native => Some("native"),
+                    Mode::Skb => Some("skb"),
+                    Mode::Auto => None,
+                };
+                if let Some(w) = wanted.filter(|w| *w != a.mode) {
+                    return Err(usage(format!(
+                        "{name} is attached in {} mode; to switch to {w} mode run `floodgate detach {name}` and `floodgate attach {name} --mode {w}` (the interface is unfiltered in between)",
+                        a.mode
+                    )));
+                }
                 out.push((name, AttachOutcome::AlreadyAttached { mode: a.mode }));
                 continue;
             }
@@ -206,8 +235,8 @@ pub fn attach(
             name: [0; 16],
         };
         rec.name[..name.len()].copy_from_slice(name.as_bytes());
-        table.set(slot, rec, 0)?;
         reset_counters(pins, slot)?;
+        table.set(slot, rec, 0)?;
         set_iface_slot(pins, idx, slot)?;
         out.push((
             name,
@@ -230,15 +259,12 @@ fn set_iface_slot(pins: &PinDir, ifindex: u32, slot: u32) -> Result<()> {
         );
         return Ok(());
     }
-    let mut slots: Array<MapData, u32> =
-        Array::try_from(aya::maps::Map::Array(pins.open_map("IFACE_SLOTS")?))?;
-    slots.set(ifindex, slot, 0)?;
+    maps::iface_slots(pins)?.set(ifindex, slot, 0)?;
     Ok(())
 }
 
 fn reset_counters(pins: &PinDir, slot: u32) -> Result<()> {
-    let mut counters: PerCpuArray<MapData, Counter> =
-        PerCpuArray::try_from(aya::maps::Map::PerCpuArray(pins.open_map("COUNTERS")?))?;
+    let mut counters = maps::counters(pins)?;
     let cpus = nr_cpus().map_err(|(_, e)| e)?;
     for r in 0..REASON_SLOTS {
         let zeros = PerCpuValues::try_from(vec![Counter::default(); cpus])?;
@@ -255,8 +281,7 @@ fn forget(pins: &PinDir, table: &mut Array<MapData, Attachment>, a: &AttachedIfa
     }
     table.set(a.slot, Attachment::default(), 0)?;
     if a.ifindex < MAX_IFINDEX {
-        let mut slots: Array<MapData, u32> =
-            Array::try_from(aya::maps::Map::Array(pins.open_map("IFACE_SLOTS")?))?;
+        let mut slots = maps::iface_slots(pins)?;
         if slots.get(&a.ifindex, 0)? == a.slot {
             slots.set(a.ifindex, 0, 0)?;
         }
@@ -270,7 +295,7 @@ pub fn detach(pins: &PinDir, ifaces: &[String]) -> Result<Vec<String>> {
         return Ok(ifaces.to_vec());
     }
     let _lock = pins.lock()?;
-    let mut table = attachments(pins)?;
+    let mut table = maps::attachments(pins)?;
     let current = attached(pins)?;
     let mut missing = Vec::new();
     for name in ifaces {
@@ -282,21 +307,75 @@ pub fn detach(pins: &PinDir, ifaces: &[String]) -> Result<Vec<String>> {
     Ok(missing)
 }
 
-/// Detach everything and remove all pins: the program and every map go away.
-pub fn detach_all(pins: &PinDir) -> Result<Vec<String>> {
+/// What `detach --all` did.
+pub struct Removed {
+    pub interfaces: Vec<String>,
+    /// Files in the pin directory floodgate did not create, left in place.
+    pub foreign: Vec<std::path::PathBuf>,
+}
+
+/// Detach everything and remove every pin floodgate made: the program and every map go away.
+/// Files floodgate did not create are left alone (and with them the directories holding them).
+pub fn detach_all(pins: &PinDir) -> Result<Removed> {
     if !pins.root().exists() {
-        return Ok(Vec::new());
+        return Ok(Removed {
+            interfaces: Vec::new(),
+            foreign: Vec::new(),
+        });
     }
-    let lock = pins.lock()?;
-    let names = if pins.map(ATTACHMENTS).exists() {
+    let _lock = pins.lock_existing()?;
+    let interfaces = if pins.map(names::ATTACHMENTS).exists() {
         attached(pins)?.into_iter().map(|a| a.name).collect()
     } else {
         Vec::new()
     };
-    drop(lock);
-    std::fs::remove_dir_all(pins.root())
-        .with_context(|| format!("cannot remove {}", pins.root().display()))?;
-    Ok(names)
+    let mut foreign = Vec::new();
+    let remove = |path: &std::path::Path| -> Result<()> {
+        std::fs::remove_file(path).with_context(|| format!("cannot remove {}", path.display()))
+    };
+    // Links first: removing a link pin detaches the program from that interface.
+    for (dir, ours) in [
+        (pins.links_dir(), &(|_: &str| true) as &dyn Fn(&str) -> bool),
+        (pins.state_dir(), &|n: &str| n.parse::<u64>().is_ok()),
+        (pins.maps_dir(), &|n: &str| {
+            names::PRODUCT_MAPS.contains(&n) || n == names::ATTACHMENTS
+        }),
+    ] {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name();
+            if name.to_str().is_some_and(ours) && entry.file_type()?.is_file() {
+                remove(&entry.path())?;
+            } else {
+                foreign.push(entry.path());
+            }
+        }
+    }
+    if pins.prog().exists() {
+        remove(&pins.prog())?;
+    }
+    for dir in [pins.links_dir(), pins.state_dir(), pins.maps_dir()] {
+        let _ = std::fs::remove_dir(&dir);
+    }
+    let mut left = std::fs::read_dir(pins.root())
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.path()))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    left.retain(|p| !foreign.iter().any(|f| f.starts_with(p)));
+    foreign.extend(left);
+    if foreign.is_empty() {
+        std::fs::remove_dir(pins.root())
+            .with_context(|| format!("cannot remove {}", pins.root().display()))?;
+    }
+    Ok(Removed {
+        interfaces,
+        foreign,
+    })
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -314,23 +393,4 @@ pub fn program_status(pins: &PinDir) -> Result<Option<ProgramStatus>> {
         program_id: info.id(),
         interfaces: attached(pins)?,
     }))
-}
-
-pub fn read_config(pins: &PinDir) -> Result<FilterConfig> {
-    let map: Array<MapData, FilterConfig> =
-        Array::try_from(aya::maps::Map::Array(pins.open_map("CONFIG")?))?;
-    Ok(map.get(&0, 0)?)
-}
-
-pub fn write_config(pins: &PinDir, config: FilterConfig) -> Result<()> {
-    let _lock = pins.lock()?;
-    let mut map: Array<MapData, FilterConfig> =
-        Array::try_from(aya::maps::Map::Array(pins.open_map("CONFIG")?))?;
-    map.set(0, config, 0)?;
-    Ok(())
-}
-
-/// The map's fd, for raw syscalls in tests and benches.
-pub fn map_fd(map: &MapData) -> std::os::fd::BorrowedFd<'_> {
-    map.fd().as_fd()
 }

@@ -4,8 +4,7 @@ use aya_ebpf::programs::XdpContext;
 use filter_common::parse::IPV4_MIN_HDR_LEN;
 use network_types::ip::Ipv4Hdr;
 
-use crate::ethernet::ptr_at;
-use crate::program::{check_l4, Source};
+use super::{l4, ptr_at, Source};
 
 /// Parse the IPv4 header at `off`; `None` means malformed.
 #[inline(always)]
@@ -19,13 +18,13 @@ pub fn parse(ctx: &XdpContext, off: usize) -> Option<Source> {
     }
     let ihl = usize::from(hdr.vihl & 0x0f) * 4;
     let total = usize::from(u16::from_be_bytes(hdr.tot_len));
-    let frame_len = crate::ethernet::frame_len(ctx);
+    let frame_len = super::frame_len(ctx);
     if ihl < IPV4_MIN_HDR_LEN || total < ihl || off + total > frame_len {
         return None;
     }
     let frag_offset = u16::from_be_bytes(hdr.frags) & 0x1fff;
     if frag_offset == 0 {
-        check_l4(ctx, off + ihl, off + total, hdr.proto, false)?;
+        l4::check(ctx, off + ihl, off + total, hdr.proto, false)?;
     }
     Some(Source::V4(u32::from_be_bytes(hdr.src_addr)))
 }

@@ -5,9 +5,7 @@
 //! prefixes are longer than /24 yet fall in 0.13% of blocks). IPv6: /29 to /64, inside a
 //! limited set of allocations (/32s) in 2000::/3.
 
-#![expect(dead_code, reason = "each test or bench uses part of this module")]
-
-use floodgate::cidr::Prefix;
+use floodgate::lists::entries::Prefix;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeSet;

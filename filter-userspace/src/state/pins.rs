@@ -1,8 +1,9 @@
 //! The pin directory on bpffs: the filter's whole state, so it keeps enforcing (and can be
 //! managed) after the controller exits.
 //!
-//! Layout: `prog` (the loaded program), `maps/NAME` (every map), `links/IFNAME` (one bpf_link
-//! per attached interface).
+//! Layout: `prog` (the loaded program), `maps/NAME` (every map, named as
+//! `filter_common::maps` says), `links/IFNAME` (one bpf_link per attached interface),
+//! `state/GENERATION` (the snapshot of the live generation; see `snapshot`).
 
 use std::ffi::CString;
 use std::fs::File;
@@ -11,6 +12,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use aya::maps::MapData;
+
+use crate::error::usage;
 
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/floodgate";
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -38,32 +41,28 @@ fn mount_bpffs() -> Result<()> {
     Ok(())
 }
 
-/// Maps the controller creates itself (the program never reads them).
-pub const ATTACHMENTS: &str = "ATTACHMENTS";
-
-pub fn records_map(kind: filter_common::ListKind, v6: bool) -> &'static str {
-    use filter_common::ListKind::*;
-    match (kind, v6) {
-        (Allow, false) => "ALLOW_V4_REC",
-        (Block, false) => "BLOCK_V4_REC",
-        (Allow, true) => "ALLOW_V6_REC",
-        (Block, true) => "BLOCK_V6_REC",
-    }
-}
-
 #[derive(Clone, Debug)]
 pub struct PinDir {
     root: PathBuf,
 }
 
-/// Held while a command changes state: concurrent invocations queue up behind it.
+/// Held while a command reads or changes state: concurrent invocations queue up behind it.
 pub struct Lock {
     _dir: File,
 }
 
 impl PinDir {
-    pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+    /// A pin directory; relative paths are taken from the current directory.
+    pub fn new(root: impl Into<PathBuf>) -> Result<Self> {
+        let root: PathBuf = root.into();
+        if root.as_os_str().is_empty() {
+            return Err(usage(
+                "--pin-dir is empty; give a directory on bpffs, such as /sys/fs/bpf/floodgate",
+            ));
+        }
+        let root = std::path::absolute(&root)
+            .with_context(|| format!("cannot resolve the pin directory {}", root.display()))?;
+        Ok(Self { root })
     }
 
     pub fn root(&self) -> &Path {
@@ -90,6 +89,14 @@ impl PinDir {
         self.links_dir().join(ifname)
     }
 
+    pub fn state_dir(&self) -> PathBuf {
+        self.root.join("state")
+    }
+
+    pub fn snapshot(&self, generation: u64) -> PathBuf {
+        self.state_dir().join(generation.to_string())
+    }
+
     pub fn is_loaded(&self) -> bool {
         self.prog().exists()
     }
@@ -105,23 +112,58 @@ impl PinDir {
         Ok(())
     }
 
-    /// Create the directory tree (its parent must be on bpffs) and take the lock.
-    pub fn lock(&self) -> Result<Lock> {
-        let parent = self.root.parent().unwrap_or(Path::new("/"));
-        if !is_bpffs(parent) && parent == Path::new(BPFFS_ROOT) {
+    /// The existing directory (or, with `create`, the parent it will be created in) must be
+    /// on bpffs; /sys/fs/bpf itself is mounted when missing.
+    fn check_bpffs(&self, create: bool) -> Result<()> {
+        let probe = if create {
+            self.root
+                .ancestors()
+                .find(|a| a.exists())
+                .unwrap_or(Path::new("/"))
+        } else {
+            self.root.as_path()
+        };
+        if !is_bpffs(probe) && probe == Path::new(BPFFS_ROOT) {
             mount_bpffs()?;
         }
-        if !is_bpffs(parent) {
+        if !is_bpffs(probe) {
             bail!(
-                "{} is not on a BPF filesystem; mount one with `mount -t bpf bpf {}` or choose another --pin-dir",
-                parent.display(),
-                parent.display()
+                "{} is not on a BPF filesystem (bpffs): pins can only live on bpffs; use a --pin-dir under /sys/fs/bpf",
+                self.root.display()
             );
         }
-        for dir in [self.root.clone(), self.maps_dir(), self.links_dir()] {
+        Ok(())
+    }
+
+    /// Take the lock of a loaded filter's directory, creating nothing.
+    pub fn lock(&self) -> Result<Lock> {
+        self.require_loaded()?;
+        self.check_bpffs(false)?;
+        self.lock_dir()
+    }
+
+    /// Take the lock of an existing pin directory, loaded or not (for `detach --all`).
+    pub fn lock_existing(&self) -> Result<Lock> {
+        self.check_bpffs(false)?;
+        self.lock_dir()
+    }
+
+    /// Create the directory tree if needed (first attach) and take the lock.
+    pub fn create_and_lock(&self) -> Result<Lock> {
+        self.check_bpffs(true)?;
+        for dir in [
+            self.root.clone(),
+            self.maps_dir(),
+            self.links_dir(),
+            self.state_dir(),
+        ] {
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("cannot create pin directory {}", dir.display()))?;
         }
+        self.lock_dir()
+    }
+
+    fn lock_dir(&self) -> Result<Lock> {
         let dir = File::open(&self.root)
             .with_context(|| format!("cannot open pin directory {}", self.root.display()))?;
         // SAFETY: flock on a file descriptor we own.
@@ -130,6 +172,11 @@ impl PinDir {
                 .with_context(|| format!("cannot lock {}", self.root.display()));
         }
         Ok(Lock { _dir: dir })
+    }
+
+    pub fn open_map_at(&self, path: &Path) -> Result<MapData> {
+        MapData::from_pin(path)
+            .with_context(|| format!("cannot open pinned map {}", path.display()))
     }
 
     pub fn open_map(&self, name: &str) -> Result<MapData> {

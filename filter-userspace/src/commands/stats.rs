@@ -1,62 +1,68 @@
-//! Reading the per-CPU counters: totals per interface and reason, and per-second rates.
+//! `stats`: counters once, as JSON, or redrawn in place as rates.
 
-use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use aya::maps::{MapData, PerCpuArray};
-use filter_common::{Counter, Reason, REASON_SLOTS};
-use serde::Serialize;
+use filter_common::Reason;
 
-use crate::attach::attached;
-use crate::pins::PinDir;
+use crate::observe::stats::{self, IfaceStats};
+use crate::outln;
+use crate::state::PinDir;
 
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
-pub struct Totals {
-    pub packets: u64,
-    pub bytes: u64,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct IfaceStats {
-    /// Interface name; "other" collects packets from interfaces without a slot.
-    pub interface: String,
-    pub reasons: BTreeMap<&'static str, Totals>,
-}
-
-impl IfaceStats {
-    pub fn get(&self, reason: Reason) -> Totals {
-        self.reasons.get(reason.name()).cloned().unwrap_or_default()
+pub fn stats(
+    pins: &PinDir,
+    watch: bool,
+    json: bool,
+    interval: f64,
+    count: Option<u64>,
+) -> Result<()> {
+    if watch {
+        return watch_stats(pins, json, interval, count);
     }
+    let s = stats::read(pins)?;
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&s)?)?;
+    } else {
+        crate::commands::out(format_args!("{}", render_table(&s)))?;
+    }
+    Ok(())
 }
 
-/// Counters summed over CPUs, one entry per attached interface plus "other".
-pub fn read(pins: &PinDir) -> Result<Vec<IfaceStats>> {
-    pins.require_loaded()?;
-    let counters: PerCpuArray<MapData, Counter> =
-        PerCpuArray::try_from(aya::maps::Map::PerCpuArray(pins.open_map("COUNTERS")?))?;
-    let mut slots: Vec<(u32, String)> = attached(pins)?
-        .into_iter()
-        .map(|a| (a.slot, a.name))
-        .collect();
-    slots.push((0, "other".to_string()));
-    let mut out = Vec::new();
-    for (slot, name) in slots {
-        let mut reasons = BTreeMap::new();
-        for reason in Reason::ALL {
-            let values = counters.get(&(slot * REASON_SLOTS + reason as u32), 0)?;
-            let mut t = Totals::default();
-            for c in values.iter() {
-                t.packets += c.packets;
-                t.bytes += c.bytes;
+fn watch_stats(pins: &PinDir, json: bool, interval: f64, count: Option<u64>) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let period = Duration::from_secs_f64(interval);
+        let mut prev = stats::read(pins)?;
+        let mut last = Instant::now();
+        let mut ticker = tokio::time::interval(period);
+        ticker.tick().await;
+        let mut shown = 0u64;
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = tokio::signal::ctrl_c() => return Ok(()),
             }
-            reasons.insert(reason.name(), t);
+            let now = stats::read(pins)?;
+            let secs = last.elapsed().as_secs_f64();
+            last = Instant::now();
+            if json {
+                outln!("{}", serde_json::to_string(&now)?)?;
+            } else {
+                // Redraw in place: cursor home, clear screen.
+                let mut out = std::io::stdout().lock();
+                write!(out, "\x1b[H\x1b[2J{}", render_rates(&prev, &now, secs))?;
+                out.flush()?;
+            }
+            prev = now;
+            shown += 1;
+            if count.is_some_and(|c| shown >= c) {
+                return Ok(());
+            }
         }
-        out.push(IfaceStats {
-            interface: name,
-            reasons,
-        });
-    }
-    Ok(out)
+    })
 }
 
 pub fn render_table(stats: &[IfaceStats]) -> String {

@@ -1,0 +1,59 @@
+//! One module per command. Each prints through [`out`] so a closed pipe (`floodgate block
+//! list | head -1`) ends the command quietly instead of failing it.
+
+mod attach;
+mod lists;
+mod policy;
+mod stats;
+mod status;
+
+use std::io::Write;
+
+use anyhow::Result;
+
+use crate::cli::{Cli, Command};
+use crate::state::PinDir;
+
+/// Write to standard output.
+pub fn out(text: std::fmt::Arguments<'_>) -> std::io::Result<()> {
+    std::io::stdout().lock().write_fmt(text)
+}
+
+/// `println!` that returns the error (a broken pipe) instead of panicking.
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::commands::out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    let pins = PinDir::new(cli.pin_dir)?;
+    crate::privileges::require()?;
+    match cli.command {
+        Command::Attach {
+            interfaces,
+            mode,
+            list_capacity,
+        } => attach::attach(&pins, &interfaces, mode, list_capacity),
+        Command::Detach { interfaces, all } => attach::detach(&pins, &interfaces, all),
+        Command::Status { json } => status::status(&pins, json),
+        Command::Block(args) => lists::run(&pins, filter_common::ListKind::Block, args.action),
+        Command::Allow(args) => lists::run(&pins, filter_common::ListKind::Allow, args.action),
+        Command::Stats {
+            watch,
+            json,
+            interval,
+            count,
+        } => stats::stats(&pins, watch, json, interval, count),
+        Command::Policy { malformed } => policy::policy(&pins, malformed),
+    }
+}
+
+/// True when the error is a closed standard output: the reader has what it wanted.
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

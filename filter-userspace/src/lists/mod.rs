@@ -1,0 +1,566 @@
+//! Allow and block lists: editing them (add, del, load, replace, flush), planning what the
+//! program must see (pure: entries in, words out, capacity checked before anything is
+//! written), and publishing the plan as one new generation.
+
+pub mod compile;
+pub mod entries;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::{bail, Result};
+use filter_common::trie::{Family, ROOT_BITS};
+use filter_common::{ListKind, LIST_CAPACITY};
+
+use crate::error::usage;
+use crate::state::{Entry, Plan, Session, Snapshot};
+use compile::{compile_partition, Extent, Item, Partition};
+use entries::Prefix;
+
+/// A change to one list.
+#[derive(Clone, Debug)]
+pub enum Edit {
+    Add(Vec<Prefix>),
+    /// Every entry must be on the list, exactly as it was added.
+    Del(Vec<Prefix>),
+    Replace(Vec<Prefix>),
+    Flush,
+}
+
+/// What a change did, for the operator.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Change {
+    pub added: usize,
+    pub removed: usize,
+    pub total: usize,
+    /// The generation now in force.
+    pub generation: u64,
+}
+
+fn sorted_entries(prefixes: impl IntoIterator<Item = Prefix>) -> [Vec<Entry>; 2] {
+    let mut out: [Vec<Entry>; 2] = Default::default();
+    for p in prefixes {
+        out[p.family() as usize].push(Entry::of(p));
+    }
+    for l in &mut out {
+        l.sort_unstable();
+        l.dedup();
+    }
+    out
+}
+
+/// Entries in exactly one of two sorted lists.
+fn symmetric_difference<'a>(a: &'a [Entry], b: &'a [Entry]) -> Vec<Entry> {
+    let (mut i, mut j) = (0, 0);
+    let mut out = Vec::new();
+    while i < a.len() || j < b.len() {
+        match (a.get(i), b.get(j)) {
+            (Some(x), Some(y)) if x == y => {
+                i += 1;
+                j += 1;
+            }
+            (Some(x), Some(y)) if x < y => {
+                out.push(*x);
+                i += 1;
+            }
+            (Some(_), Some(y)) => {
+                out.push(*y);
+                j += 1;
+            }
+            (Some(x), None) => {
+                out.push(*x);
+                i += 1;
+            }
+            (None, Some(y)) => {
+                out.push(*y);
+                j += 1;
+            }
+            (None, None) => unreachable!(),
+        }
+    }
+    out
+}
+
+/// The lists of `kind` after `edit` (pure). Deleting an absent entry is a usage error.
+pub fn edit_lists(old: &Snapshot, kind: ListKind, edit: Edit) -> Result<([Vec<Entry>; 2], Change)> {
+    let current = |f: Family| old.list(kind, f);
+    let new: [Vec<Entry>; 2] = match edit {
+        Edit::Replace(prefixes) => sorted_entries(prefixes),
+        Edit::Flush => Default::default(),
+        Edit::Add(prefixes) => {
+            let add = sorted_entries(prefixes);
+            Family::ALL.map(|f| {
+                let mut merged: Vec<Entry> =
+                    Vec::with_capacity(current(f).len() + add[f as usize].len());
+                merged.extend_from_slice(current(f));
+                merged.extend_from_slice(&add[f as usize]);
+                merged.sort_unstable();
+                merged.dedup();
+                merged
+            })
+        }
+        Edit::Del(prefixes) => {
+            let del = sorted_entries(prefixes);
+            let absent: Vec<String> = Family::ALL
+                .iter()
+                .flat_map(|&f| {
+                    del[f as usize]
+                        .iter()
+                        .filter(move |e| current(f).binary_search(e).is_err())
+                        .map(move |e| e.prefix(f).to_string())
+                })
+                .collect();
+            if !absent.is_empty() {
+                return Err(usage(format!(
+                    "not on the {} list: {}; nothing was changed (see `floodgate {} list`)",
+                    kind.name(),
+                    absent.join(", "),
+                    kind.name()
+                )));
+            }
+            Family::ALL.map(|f| {
+                let gone: BTreeSet<&Entry> = del[f as usize].iter().collect();
+                current(f)
+                    .iter()
+                    .filter(|e| !gone.contains(e))
+                    .copied()
+                    .collect()
+            })
+        }
+    };
+    for family in Family::ALL {
+        let n = new[family as usize].len();
+        if n > LIST_CAPACITY as usize {
+            bail!(usage(format!(
+                "the {} list would hold {n} {} entries; a list holds at most {LIST_CAPACITY} per address family: nothing was changed; aggregate entries into shorter prefixes",
+                kind.name(),
+                family.name()
+            )));
+        }
+    }
+    let mut change = Change {
+        generation: old.generation,
+        ..Default::default()
+    };
+    for family in Family::ALL {
+        let (a, b) = (current(family), &new[family as usize]);
+        let diff = symmetric_difference(a, b);
+        let removed = diff.iter().filter(|e| a.binary_search(e).is_ok()).count();
+        change.removed += removed;
+        change.added += diff.len() - removed;
+        change.total += b.len();
+    }
+    Ok((new, change))
+}
+
+/// The items of both lists of `family` inside partition `p16` (longer than /16), sorted.
+fn partition_items(s: &Snapshot, family: Family, p16: u16) -> Vec<Item> {
+    let lo = u128::from(p16) << 112;
+    let mut items = Vec::new();
+    for kind in ListKind::ALL {
+        let list = s.list(kind, family);
+        let start = list.partition_point(|e| e.addr < lo);
+        let end = if p16 == u16::MAX {
+            list.len()
+        } else {
+            list.partition_point(|e| e.addr < lo + (1u128 << 112))
+        };
+        items.extend(
+            list[start..end]
+                .iter()
+                .filter(|e| u32::from(e.len) > ROOT_BITS)
+                .map(|e| Item {
+                    addr: e.addr,
+                    len: e.len,
+                    verdict: kind.verdict() as u8,
+                }),
+        );
+    }
+    items.sort_unstable();
+    items
+}
+
+/// Free runs of the pool given the extents in use (node 0 is never used).
+fn free_runs(in_use: impl Iterator<Item = Extent>, pool_nodes: u32) -> Vec<Extent> {
+    let mut used: Vec<Extent> = in_use.collect();
+    used.sort_unstable_by_key(|e| e.first);
+    let mut free = Vec::new();
+    let mut at = 1u32;
+    for e in used {
+        if e.first > at {
+            free.push(Extent {
+                first: at,
+                count: e.first - at,
+            });
+        }
+        at = at.max(e.end());
+    }
+    if pool_nodes > at {
+        free.push(Extent {
+            first: at,
+            count: pool_nodes - at,
+        });
+    }
+    free
+}
+
+/// Compile partitions on every core: a full list is tens of thousands of them.
+fn compile_all(jobs: Vec<(Family, u16, Vec<Item>)>) -> Vec<(Family, u16, Partition)> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads == 1 || jobs.len() < 256 {
+        return jobs
+            .into_iter()
+            .map(|(f, p, items)| (f, p, compile_partition(f, &items)))
+            .collect();
+    }
+    let chunk = jobs.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = jobs
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|(f, p, items)| (*f, *p, compile_partition(*f, items)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("compiler thread panicked"))
+            .collect()
+    })
+}
+
+/// Everything needed to go from `old` to lists of `kind` equal to `new` (pure): the next
+/// snapshot, the partitions to write and where, and the root tables before and after.
+pub fn plan(old: &Snapshot, kind: ListKind, new: [Vec<Entry>; 2], pool_nodes: u32) -> Result<Plan> {
+    let mut next = old.clone();
+    next.generation = old.generation + 1;
+    let mut jobs = Vec::new();
+    for family in Family::ALL {
+        let changed: BTreeSet<u16> =
+            symmetric_difference(old.list(kind, family), &new[family as usize])
+                .iter()
+                .filter(|e| u32::from(e.len) > ROOT_BITS)
+                .map(|e| (e.addr >> 112) as u16)
+                .collect();
+        *next.list_mut(kind, family) = new[family as usize].clone();
+        for p16 in changed {
+            next.partitions[family as usize].remove(&p16);
+            let items = partition_items(&next, family, p16);
+            if !items.is_empty() {
+                jobs.push((family, p16, items));
+            }
+        }
+    }
+    let compiled = compile_all(jobs);
+    // Copy on write: new partitions go only where nothing of the old generation lives.
+    let mut free = free_runs(
+        old.partitions.iter().flat_map(|p| p.values().copied()),
+        pool_nodes,
+    );
+    let needed: u64 = compiled.iter().map(|(_, _, p)| u64::from(p.len())).sum();
+    let available: u64 = free.iter().map(|e| u64::from(e.count)).sum();
+    let mut placed = Vec::with_capacity(compiled.len());
+    let mut placements: BTreeMap<(Family, u16), Extent> = BTreeMap::new();
+    for (family, p16, part) in compiled {
+        let n = part.len();
+        let Some(run) = free.iter_mut().find(|r| r.count >= n) else {
+            let in_use = old.pool_in_use();
+            bail!(
+                "the lists need {needed} free nodes in the list pool for this change, but it has {available} (capacity {pool_nodes}, {in_use} in use){}: nothing was changed. A larger pool is set when the filter is first loaded: `floodgate detach --all`, then `floodgate attach IFACE --list-capacity N`",
+                if available >= needed { ", not in one piece" } else { "" }
+            );
+        };
+        let extent = Extent {
+            first: run.first,
+            count: n,
+        };
+        run.first += n;
+        run.count -= n;
+        placements.insert((family, p16), extent);
+        placed.push((extent, part));
+    }
+    for ((family, p16), extent) in placements {
+        next.partitions[family as usize].insert(p16, extent);
+    }
+    Ok(Plan {
+        roots_before: Family::ALL.map(|f| old.root_tables(f)),
+        roots_after: Family::ALL.map(|f| next.root_tables(f)),
+        snapshot: next,
+        partitions: placed,
+    })
+}
+
+/// Apply `edit` to list `kind` of the filter pinned at `pins`, as one new generation.
+pub fn change(pins: &crate::state::PinDir, kind: ListKind, edit: Edit) -> Result<Change> {
+    let mut session = Session::open(pins)?;
+    change_in(&mut session, kind, edit)
+}
+
+/// As [`change`], in a session the caller holds.
+pub fn change_in(session: &mut Session, kind: ListKind, edit: Edit) -> Result<Change> {
+    let t = std::time::Instant::now();
+    let old = session.current()?;
+    tracing::debug!("read snapshot: {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
+    let (new, mut change) = edit_lists(&old, kind, edit)?;
+    if change.added == 0 && change.removed == 0 {
+        return Ok(change);
+    }
+    let plan = plan(&old, kind, new, session.pool_nodes())?;
+    tracing::debug!("planned: {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
+    change.generation = plan.snapshot.generation;
+    session.commit(plan)?;
+    Ok(change)
+}
+
+/// Every entry of one list, IPv4 first, each family sorted.
+pub fn entries(s: &Snapshot, kind: ListKind) -> impl Iterator<Item = Prefix> + '_ {
+    Family::ALL
+        .into_iter()
+        .flat_map(move |f| s.list(kind, f).iter().map(move |e| e.prefix(f)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use compile::Image;
+    use filter_common::trie::{CELL_ALLOW, CELL_BLOCK, CELL_NONE};
+    use rand::{Rng, SeedableRng};
+
+    fn p(t: &str) -> Prefix {
+        entries::parse_entry(t).unwrap()
+    }
+
+    /// What the program would see after a plan: the old image with the plan's partitions
+    /// written into their extents and the new root tables, read by the shared lookup.
+    struct Pool {
+        nodes: Vec<filter_common::trie::Node>,
+        meta: Vec<filter_common::trie::NodeMeta>,
+    }
+
+    impl Pool {
+        fn new(n: u32) -> Pool {
+            Pool {
+                nodes: vec![Default::default(); n as usize],
+                meta: vec![Default::default(); n as usize],
+            }
+        }
+
+        fn apply(&mut self, plan: &Plan) {
+            for (e, part) in &plan.partitions {
+                let f = e.first as usize;
+                self.nodes[f..f + part.nodes.len()].copy_from_slice(&part.nodes);
+                for (slot, m) in self.meta[f..].iter_mut().zip(part.placed(e.first)) {
+                    *slot = m;
+                }
+            }
+        }
+
+        /// The program's view after `plan` (the pool moves into the image and back).
+        fn image(&mut self, plan: &Plan, family: Family) -> Image {
+            Image {
+                family,
+                root: plan.roots_after[family as usize].clone(),
+                nodes: std::mem::take(&mut self.nodes),
+                meta: std::mem::take(&mut self.meta),
+            }
+        }
+
+        fn restore(&mut self, image: Image) {
+            self.nodes = image.nodes;
+            self.meta = image.meta;
+        }
+
+        fn lookup(&mut self, plan: &Plan, family: Family, addr: u128) -> u64 {
+            let image = self.image(plan, family);
+            let v = image.lookup(addr);
+            self.restore(image);
+            v
+        }
+    }
+
+    fn apply(pool: &mut Pool, s: &mut Snapshot, kind: ListKind, edit: Edit) -> Plan {
+        let (new, _) = edit_lists(s, kind, edit).unwrap();
+        let plan = plan(s, kind, new, pool.nodes.len() as u32).unwrap();
+        pool.apply(&plan);
+        *s = plan.snapshot.clone();
+        plan
+    }
+
+    #[test]
+    fn edits_count_what_changed() {
+        let s = Snapshot::default();
+        let (new, c) = edit_lists(
+            &s,
+            ListKind::Block,
+            Edit::Add(vec![p("10.0.0.0/8"), p("10.0.0.0/8"), p("::1")]),
+        )
+        .unwrap();
+        assert_eq!((c.added, c.removed, c.total), (2, 0, 2));
+        let mut s2 = s.clone();
+        s2.lists[ListKind::Block as usize] = new;
+        let err = edit_lists(&s2, ListKind::Block, Edit::Del(vec![p("10.0.0.0/9")])).unwrap_err();
+        assert!(
+            format!("{err}").contains("not on the block list: 10.0.0.0/9"),
+            "{err}"
+        );
+        let (_, c) = edit_lists(
+            &s2,
+            ListKind::Block,
+            Edit::Replace(vec![p("::1"), p("192.0.2.1")]),
+        )
+        .unwrap();
+        assert_eq!((c.added, c.removed, c.total), (1, 1, 2));
+    }
+
+    #[test]
+    fn capacity_is_checked_against_the_final_list() {
+        let s = Snapshot::default();
+        let many: Vec<Prefix> = (0..=LIST_CAPACITY)
+            .map(|i| Prefix::v4(i << 8, 24))
+            .collect();
+        let err = edit_lists(&s, ListKind::Block, Edit::Replace(many)).unwrap_err();
+        assert!(
+            format!("{err}").contains("at most 2097152 per address family"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_full_pool_is_refused_before_anything_is_written() {
+        let s = Snapshot::default();
+        let many: Vec<Prefix> = (0..100u32)
+            .map(|i| Prefix::v4(0x0a00_0001 + (i << 16), 32))
+            .collect();
+        let (new, _) = edit_lists(&s, ListKind::Block, Edit::Add(many)).unwrap();
+        let err = plan(&s, ListKind::Block, new, 50).unwrap_err();
+        assert!(format!("{err}").contains("nothing was changed"), "{err}");
+    }
+
+    #[test]
+    fn incremental_changes_match_a_fresh_compile() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let mut pool = Pool::new(1 << 16);
+        let mut s = Snapshot::default();
+        for round in 0..40 {
+            let kind = if rng.random_bool(0.3) {
+                ListKind::Allow
+            } else {
+                ListKind::Block
+            };
+            let random: Vec<Prefix> = (0..rng.random_range(1..30))
+                .map(|_| {
+                    if rng.random_bool(0.5) {
+                        Prefix::v4(
+                            0x0a00_0000 | (rng.random::<u32>() >> rng.random_range(8..32)),
+                            rng.random_range(0..=32),
+                        )
+                    } else {
+                        Prefix::v6(
+                            (0x2001_0db8u128 << 96)
+                                ^ (rng.random::<u128>() >> rng.random_range(16..128)),
+                            rng.random_range(0..=128),
+                        )
+                    }
+                })
+                .collect();
+            let edit = match round % 4 {
+                0 | 1 => Edit::Add(random),
+                2 => {
+                    let present: Vec<Prefix> = entries(&s, kind).take(5).collect();
+                    if present.is_empty() {
+                        Edit::Add(random)
+                    } else {
+                        Edit::Del(present)
+                    }
+                }
+                _ => Edit::Replace(random),
+            };
+            let plan = apply(&mut pool, &mut s, kind, edit);
+            // Every placed partition lies inside the pool and they never overlap.
+            let mut extents: Vec<Extent> = s
+                .partitions
+                .iter()
+                .flat_map(|m| m.values().copied())
+                .collect();
+            extents.sort_unstable_by_key(|e| e.first);
+            assert!(extents.windows(2).all(|w| w[0].end() <= w[1].first));
+            for family in Family::ALL {
+                let mut items: Vec<Item> = Vec::new();
+                for k in ListKind::ALL {
+                    items.extend(s.list(k, family).iter().map(|e| Item {
+                        addr: e.addr,
+                        len: e.len,
+                        verdict: k.verdict() as u8,
+                    }));
+                }
+                items.sort_unstable();
+                let fresh = Image::compile(family, &items);
+                let seen = pool.image(&plan, family);
+                for _ in 0..2000 {
+                    let mut probe: u128 = if rng.random_bool(0.7) && !items.is_empty() {
+                        let it = items[rng.random_range(0..items.len())];
+                        it.addr
+                            | rng
+                                .random::<u128>()
+                                .checked_shr(u32::from(it.len))
+                                .unwrap_or(0)
+                    } else if family == Family::V4 {
+                        u128::from(0x0a00_0000 | rng.random::<u32>() >> 8) << 96
+                    } else {
+                        (0x2001_0db8u128 << 96) ^ (rng.random::<u128>() >> 16)
+                    };
+                    if family == Family::V4 {
+                        probe &= u128::MAX << 96;
+                    }
+                    assert_eq!(
+                        seen.lookup(probe),
+                        fresh.lookup(probe),
+                        "round {round} {family:?} {probe:#x}"
+                    );
+                }
+                pool.restore(seen);
+            }
+        }
+    }
+
+    #[test]
+    fn allow_and_block_combine_in_one_trie() {
+        let mut pool = Pool::new(1 << 12);
+        let mut s = Snapshot::default();
+        apply(
+            &mut pool,
+            &mut s,
+            ListKind::Block,
+            Edit::Add(vec![p("198.51.100.0/24"), p("2001:db8::/32")]),
+        );
+        let plan = apply(
+            &mut pool,
+            &mut s,
+            ListKind::Allow,
+            Edit::Add(vec![p("198.51.100.7"), p("2001:db8:1::/48")]),
+        );
+        let at = |t: &str| p(t).top_aligned();
+        assert_eq!(
+            pool.lookup(&plan, Family::V4, at("198.51.100.7")),
+            CELL_ALLOW
+        );
+        assert_eq!(
+            pool.lookup(&plan, Family::V4, at("198.51.100.8")),
+            CELL_BLOCK
+        );
+        assert_eq!(
+            pool.lookup(&plan, Family::V4, at("198.51.101.8")),
+            CELL_NONE
+        );
+        assert_eq!(
+            pool.lookup(&plan, Family::V6, at("2001:db8:1::5")),
+            CELL_ALLOW
+        );
+        assert_eq!(
+            pool.lookup(&plan, Family::V6, at("2001:db8:2::5")),
+            CELL_BLOCK
+        );
+    }
+}

@@ -1,0 +1,3 @@
+//! What the controller reads back about traffic: counters now; sampled events and metrics next.
+
+pub mod stats;

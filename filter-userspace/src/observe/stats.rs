@@ -1,0 +1,59 @@
+//! Collecting the per-CPU counters: totals per interface and reason (printing them is the
+//! `stats` command's business).
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use filter_common::{Reason, REASON_SLOTS};
+use serde::Serialize;
+
+use crate::state::attach::attached;
+use crate::state::{maps, PinDir};
+
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Totals {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct IfaceStats {
+    /// Interface name; "other" collects packets from interfaces without a slot.
+    pub interface: String,
+    pub reasons: BTreeMap<&'static str, Totals>,
+}
+
+impl IfaceStats {
+    pub fn get(&self, reason: Reason) -> Totals {
+        self.reasons.get(reason.name()).cloned().unwrap_or_default()
+    }
+}
+
+/// Counters summed over CPUs, one entry per attached interface plus "other".
+pub fn read(pins: &PinDir) -> Result<Vec<IfaceStats>> {
+    pins.require_loaded()?;
+    let counters = maps::counters(pins)?;
+    let mut slots: Vec<(u32, String)> = attached(pins)?
+        .into_iter()
+        .map(|a| (a.slot, a.name))
+        .collect();
+    slots.push((0, "other".to_string()));
+    let mut out = Vec::new();
+    for (slot, name) in slots {
+        let mut reasons = BTreeMap::new();
+        for reason in Reason::ALL {
+            let values = counters.get(&(slot * REASON_SLOTS + reason as u32), 0)?;
+            let mut t = Totals::default();
+            for c in values.iter() {
+                t.packets += c.packets;
+                t.bytes += c.bytes;
+            }
+            reasons.insert(reason.name(), t);
+        }
+        out.push(IfaceStats {
+            interface: name,
+            reasons,
+        });
+    }
+    Ok(out)
+}
