@@ -5,13 +5,14 @@
 pub mod compile;
 pub mod entries;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use anyhow::{bail, Result};
 use filter_common::trie::{Family, ROOT_BITS};
 use filter_common::{ListKind, LIST_CAPACITY};
 
 use crate::error::usage;
+use crate::state::snapshot::EntryList;
 use crate::state::{Entry, Plan, Session, Snapshot};
 use compile::{compile_partition, Extent, Item, Partition};
 use entries::Prefix;
@@ -49,54 +50,63 @@ fn sorted_entries(prefixes: impl IntoIterator<Item = Prefix>) -> [Vec<Entry>; 2]
 }
 
 /// Entries in exactly one of two sorted lists.
-fn symmetric_difference<'a>(a: &'a [Entry], b: &'a [Entry]) -> Vec<Entry> {
+fn symmetric_difference(a: &EntryList, b: &EntryList) -> Vec<Entry> {
     let (mut i, mut j) = (0, 0);
     let mut out = Vec::new();
     while i < a.len() || j < b.len() {
-        match (a.get(i), b.get(j)) {
-            (Some(x), Some(y)) if x == y => {
+        if i == a.len() {
+            out.push(b.get(j));
+            j += 1;
+        } else if j == b.len() {
+            out.push(a.get(i));
+            i += 1;
+        } else {
+            let (x, y) = (a.get(i), b.get(j));
+            if x == y {
                 i += 1;
                 j += 1;
-            }
-            (Some(x), Some(y)) if x < y => {
-                out.push(*x);
+            } else if x < y {
+                out.push(x);
                 i += 1;
-            }
-            (Some(_), Some(y)) => {
-                out.push(*y);
+            } else {
+                out.push(y);
                 j += 1;
             }
-            (Some(x), None) => {
-                out.push(*x);
-                i += 1;
-            }
-            (None, Some(y)) => {
-                out.push(*y);
-                j += 1;
-            }
-            (None, None) => unreachable!(),
         }
     }
     out
 }
 
-/// The lists of `kind` after `edit` (pure). Deleting an absent entry is a usage error.
-pub fn edit_lists(old: &Snapshot, kind: ListKind, edit: Edit) -> Result<([Vec<Entry>; 2], Change)> {
+/// A list after an edit: the new entries and those that changed (added or removed).
+pub struct Edited {
+    pub lists: [EntryList; 2],
+    pub changed: [Vec<Entry>; 2],
+    pub change: Change,
+}
+
+/// The lists of `kind` after `edit` (pure). Deleting an absent entry is a usage error; a
+/// list over capacity is refused.
+pub fn edit_lists(old: &Snapshot, kind: ListKind, edit: Edit) -> Result<Edited> {
     let current = |f: Family| old.list(kind, f);
-    let new: [Vec<Entry>; 2] = match edit {
-        Edit::Replace(prefixes) => sorted_entries(prefixes),
-        Edit::Flush => Default::default(),
+    let (lists, changed): ([EntryList; 2], [Vec<Entry>; 2]) = match edit {
+        Edit::Replace(prefixes) => {
+            let new = sorted_entries(prefixes);
+            let lists =
+                Family::ALL.map(|f| EntryList::from_sorted(f, new[f as usize].iter().copied()));
+            let changed = Family::ALL.map(|f| symmetric_difference(current(f), &lists[f as usize]));
+            (lists, changed)
+        }
+        Edit::Flush => (
+            Family::ALL.map(EntryList::new),
+            Family::ALL.map(|f| current(f).iter().collect()),
+        ),
         Edit::Add(prefixes) => {
-            let add = sorted_entries(prefixes);
-            Family::ALL.map(|f| {
-                let mut merged: Vec<Entry> =
-                    Vec::with_capacity(current(f).len() + add[f as usize].len());
-                merged.extend_from_slice(current(f));
-                merged.extend_from_slice(&add[f as usize]);
-                merged.sort_unstable();
-                merged.dedup();
-                merged
-            })
+            let mut add = sorted_entries(prefixes);
+            for f in Family::ALL {
+                add[f as usize].retain(|e| !current(f).contains(e));
+            }
+            let lists = Family::ALL.map(|f| current(f).merged(&add[f as usize]));
+            (lists, add)
         }
         Edit::Del(prefixes) => {
             let del = sorted_entries(prefixes);
@@ -105,7 +115,7 @@ pub fn edit_lists(old: &Snapshot, kind: ListKind, edit: Edit) -> Result<([Vec<En
                 .flat_map(|&f| {
                     del[f as usize]
                         .iter()
-                        .filter(move |e| current(f).binary_search(e).is_err())
+                        .filter(move |e| !current(f).contains(e))
                         .map(move |e| e.prefix(f).to_string())
                 })
                 .collect();
@@ -117,18 +127,12 @@ pub fn edit_lists(old: &Snapshot, kind: ListKind, edit: Edit) -> Result<([Vec<En
                     kind.name()
                 )));
             }
-            Family::ALL.map(|f| {
-                let gone: BTreeSet<&Entry> = del[f as usize].iter().collect();
-                current(f)
-                    .iter()
-                    .filter(|e| !gone.contains(e))
-                    .copied()
-                    .collect()
-            })
+            let lists = Family::ALL.map(|f| current(f).without(&del[f as usize]));
+            (lists, del)
         }
     };
     for family in Family::ALL {
-        let n = new[family as usize].len();
+        let n = lists[family as usize].len();
         if n > LIST_CAPACITY as usize {
             bail!(usage(format!(
                 "the {} list would hold {n} {} entries; a list holds at most {LIST_CAPACITY} per address family: nothing was changed; aggregate entries into shorter prefixes",
@@ -142,14 +146,20 @@ pub fn edit_lists(old: &Snapshot, kind: ListKind, edit: Edit) -> Result<([Vec<En
         ..Default::default()
     };
     for family in Family::ALL {
-        let (a, b) = (current(family), &new[family as usize]);
-        let diff = symmetric_difference(a, b);
-        let removed = diff.iter().filter(|e| a.binary_search(e).is_ok()).count();
+        let f = family as usize;
+        let removed = changed[f]
+            .iter()
+            .filter(|e| current(family).contains(e))
+            .count();
         change.removed += removed;
-        change.added += diff.len() - removed;
-        change.total += b.len();
+        change.added += changed[f].len() - removed;
+        change.total += lists[f].len();
     }
-    Ok((new, change))
+    Ok(Edited {
+        lists,
+        changed,
+        change,
+    })
 }
 
 /// The items of both lists of `family` inside partition `p16` (longer than /16), sorted.
@@ -165,8 +175,8 @@ fn partition_items(s: &Snapshot, family: Family, p16: u16) -> Vec<Item> {
             list.partition_point(|e| e.addr < lo + (1u128 << 112))
         };
         items.extend(
-            list[start..end]
-                .iter()
+            (start..end)
+                .map(|i| list.get(i))
                 .filter(|e| u32::from(e.len) > ROOT_BITS)
                 .map(|e| Item {
                     addr: e.addr,
@@ -231,21 +241,28 @@ fn compile_all(jobs: Vec<(Family, u16, Vec<Item>)>) -> Vec<(Family, u16, Partiti
     })
 }
 
-/// Everything needed to go from `old` to lists of `kind` equal to `new` (pure): the next
-/// snapshot, the partitions to write and where, and the root tables before and after.
-pub fn plan(old: &Snapshot, kind: ListKind, new: [Vec<Entry>; 2], pool_nodes: u32) -> Result<Plan> {
-    let mut next = old.clone();
-    next.generation = old.generation + 1;
+/// Everything needed to go from `old` to `edited` lists of `kind` (pure): the next snapshot,
+/// the partitions to write and where, and the root tables before and after.
+pub fn plan(old: Snapshot, kind: ListKind, edited: Edited, pool_nodes: u32) -> Result<Plan> {
+    let free_before = free_runs(
+        old.partitions.iter().flat_map(|p| p.values().copied()),
+        pool_nodes,
+    );
+    let in_use = old.pool_in_use();
+    let mut next = old;
+    next.generation += 1;
+    let Edited { lists, changed, .. } = edited;
+    for (family, list) in Family::ALL.into_iter().zip(lists) {
+        *next.list_mut(kind, family) = list;
+    }
     let mut jobs = Vec::new();
     for family in Family::ALL {
-        let changed: BTreeSet<u16> =
-            symmetric_difference(old.list(kind, family), &new[family as usize])
-                .iter()
-                .filter(|e| u32::from(e.len) > ROOT_BITS)
-                .map(|e| (e.addr >> 112) as u16)
-                .collect();
-        *next.list_mut(kind, family) = new[family as usize].clone();
-        for p16 in changed {
+        let touched: BTreeSet<u16> = changed[family as usize]
+            .iter()
+            .filter(|e| u32::from(e.len) > ROOT_BITS)
+            .map(|e| (e.addr >> 112) as u16)
+            .collect();
+        for p16 in touched {
             next.partitions[family as usize].remove(&p16);
             let items = partition_items(&next, family, p16);
             if !items.is_empty() {
@@ -255,18 +272,13 @@ pub fn plan(old: &Snapshot, kind: ListKind, new: [Vec<Entry>; 2], pool_nodes: u3
     }
     let compiled = compile_all(jobs);
     // Copy on write: new partitions go only where nothing of the old generation lives.
-    let mut free = free_runs(
-        old.partitions.iter().flat_map(|p| p.values().copied()),
-        pool_nodes,
-    );
+    let mut free = free_before;
     let needed: u64 = compiled.iter().map(|(_, _, p)| u64::from(p.len())).sum();
     let available: u64 = free.iter().map(|e| u64::from(e.count)).sum();
     let mut placed = Vec::with_capacity(compiled.len());
-    let mut placements: BTreeMap<(Family, u16), Extent> = BTreeMap::new();
     for (family, p16, part) in compiled {
         let n = part.len();
         let Some(run) = free.iter_mut().find(|r| r.count >= n) else {
-            let in_use = old.pool_in_use();
             bail!(
                 "the lists need {needed} free nodes in the list pool for this change, but it has {available} (capacity {pool_nodes}, {in_use} in use){}: nothing was changed. A larger pool is set when the filter is first loaded: `floodgate detach --all`, then `floodgate attach IFACE --list-capacity N`",
                 if available >= needed { ", not in one piece" } else { "" }
@@ -278,15 +290,11 @@ pub fn plan(old: &Snapshot, kind: ListKind, new: [Vec<Entry>; 2], pool_nodes: u3
         };
         run.first += n;
         run.count -= n;
-        placements.insert((family, p16), extent);
+        next.partitions[family as usize].insert(p16, extent);
         placed.push((extent, part));
     }
-    for ((family, p16), extent) in placements {
-        next.partitions[family as usize].insert(p16, extent);
-    }
     Ok(Plan {
-        roots_before: Family::ALL.map(|f| old.root_tables(f)),
-        roots_after: Family::ALL.map(|f| next.root_tables(f)),
+        roots: Family::ALL.map(|f| next.root_tables(f)),
         snapshot: next,
         partitions: placed,
     })
@@ -294,20 +302,21 @@ pub fn plan(old: &Snapshot, kind: ListKind, new: [Vec<Entry>; 2], pool_nodes: u3
 
 /// Apply `edit` to list `kind` of the filter pinned at `pins`, as one new generation.
 pub fn change(pins: &crate::state::PinDir, kind: ListKind, edit: Edit) -> Result<Change> {
-    let mut session = Session::open(pins)?;
+    let mut session = Session::open_for_change(pins)?;
     change_in(&mut session, kind, edit)
 }
 
-/// As [`change`], in a session the caller holds.
+/// As [`change`], in a session the caller opened for change.
 pub fn change_in(session: &mut Session, kind: ListKind, edit: Edit) -> Result<Change> {
     let t = std::time::Instant::now();
     let old = session.current()?;
     tracing::debug!("read snapshot: {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
-    let (new, mut change) = edit_lists(&old, kind, edit)?;
+    let edited = edit_lists(&old, kind, edit)?;
+    let mut change = edited.change;
     if change.added == 0 && change.removed == 0 {
         return Ok(change);
     }
-    let plan = plan(&old, kind, new, session.pool_nodes())?;
+    let plan = plan(old, kind, edited, session.pool_nodes())?;
     tracing::debug!("planned: {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
     change.generation = plan.snapshot.generation;
     session.commit(plan)?;
@@ -361,7 +370,7 @@ mod tests {
         fn image(&mut self, plan: &Plan, family: Family) -> Image {
             Image {
                 family,
-                root: plan.roots_after[family as usize].clone(),
+                root: plan.roots[family as usize].clone(),
                 nodes: std::mem::take(&mut self.nodes),
                 meta: std::mem::take(&mut self.meta),
             }
@@ -381,8 +390,8 @@ mod tests {
     }
 
     fn apply(pool: &mut Pool, s: &mut Snapshot, kind: ListKind, edit: Edit) -> Plan {
-        let (new, _) = edit_lists(s, kind, edit).unwrap();
-        let plan = plan(s, kind, new, pool.nodes.len() as u32).unwrap();
+        let edited = edit_lists(s, kind, edit).unwrap();
+        let plan = plan(s.clone(), kind, edited, pool.nodes.len() as u32).unwrap();
         pool.apply(&plan);
         *s = plan.snapshot.clone();
         plan
@@ -391,26 +400,34 @@ mod tests {
     #[test]
     fn edits_count_what_changed() {
         let s = Snapshot::default();
-        let (new, c) = edit_lists(
+        let e = edit_lists(
             &s,
             ListKind::Block,
             Edit::Add(vec![p("10.0.0.0/8"), p("10.0.0.0/8"), p("::1")]),
         )
         .unwrap();
+        let c = e.change;
         assert_eq!((c.added, c.removed, c.total), (2, 0, 2));
         let mut s2 = s.clone();
-        s2.lists[ListKind::Block as usize] = new;
-        let err = edit_lists(&s2, ListKind::Block, Edit::Del(vec![p("10.0.0.0/9")])).unwrap_err();
+        s2.lists[ListKind::Block as usize] = e.lists;
+        let again = edit_lists(&s2, ListKind::Block, Edit::Add(vec![p("::1")]))
+            .unwrap()
+            .change;
+        assert_eq!((again.added, again.total), (0, 2));
+        let err = edit_lists(&s2, ListKind::Block, Edit::Del(vec![p("10.0.0.0/9")]))
+            .err()
+            .unwrap();
         assert!(
             format!("{err}").contains("not on the block list: 10.0.0.0/9"),
             "{err}"
         );
-        let (_, c) = edit_lists(
+        let c = edit_lists(
             &s2,
             ListKind::Block,
             Edit::Replace(vec![p("::1"), p("192.0.2.1")]),
         )
-        .unwrap();
+        .unwrap()
+        .change;
         assert_eq!((c.added, c.removed, c.total), (1, 1, 2));
     }
 
@@ -420,7 +437,9 @@ mod tests {
         let many: Vec<Prefix> = (0..=LIST_CAPACITY)
             .map(|i| Prefix::v4(i << 8, 24))
             .collect();
-        let err = edit_lists(&s, ListKind::Block, Edit::Replace(many)).unwrap_err();
+        let err = edit_lists(&s, ListKind::Block, Edit::Replace(many))
+            .err()
+            .unwrap();
         assert!(
             format!("{err}").contains("at most 2097152 per address family"),
             "{err}"
@@ -433,8 +452,8 @@ mod tests {
         let many: Vec<Prefix> = (0..100u32)
             .map(|i| Prefix::v4(0x0a00_0001 + (i << 16), 32))
             .collect();
-        let (new, _) = edit_lists(&s, ListKind::Block, Edit::Add(many)).unwrap();
-        let err = plan(&s, ListKind::Block, new, 50).unwrap_err();
+        let edited = edit_lists(&s, ListKind::Block, Edit::Add(many)).unwrap();
+        let err = plan(s, ListKind::Block, edited, 50).unwrap_err();
         assert!(format!("{err}").contains("nothing was changed"), "{err}");
     }
 

@@ -5,21 +5,24 @@
 //!
 //! 1. stores the new generation's snapshot (`state/N+1`);
 //! 2. marks the inactive set dirty, writes new partitions into free pool nodes (nothing live
-//!    refers to them) and brings the inactive set's root tables to the new generation;
-//! 3. flips the word: active set, generation N+1, the old set now dirty (one 8-byte store);
-//! 4. waits until no packet can still be reading the old set (an RCU grace period);
-//! 5. brings the old set up to date, clears the dirty mark and drops `state/N`.
+//!    refers to them) and writes the inactive set's root tables for generation N+1;
+//! 3. flips the word in one 8-byte store: the active set, generation N+1, and the old set
+//!    marked dirty (it still describes generation N);
+//! 4. drops `state/N`.
 //!
-//! Killed anywhere, the word still names a complete generation whose snapshot exists: the next
-//! command rewrites any dirty set from that snapshot and drops other snapshots before it does
-//! anything else. So the program sees the old lists or the new ones, never a mix, and `list`
+//! The next change waits, before its first write, until no packet can still be reading the old
+//! set or the nodes only it refers to (an RCU grace period, started when the change begins so
+//! it overlaps the planning), then overwrites that set whole. So a set is never written while
+//! a packet may read it. Killed anywhere, the word still names a complete generation whose
+//! snapshot exists; the next change repairs a dirty set the same way and drops snapshots of
+//! other generations. So the program sees the old lists or the new ones, never a mix, and `list`
 //! (which reads the snapshot the word names) always says what the program enforces.
 
 use std::sync::atomic::{fence, Ordering};
 
 use anyhow::{Context, Result};
 use filter_common::maps::state;
-use filter_common::trie::{part_index, root_word_index, Family, ROOT_CELLS, ROOT_WORDS, SETS};
+use filter_common::trie::{part_index, root_word_index, Family, ROOT_CELLS, ROOT_WORDS};
 use tracing::debug;
 
 use super::maps::ListMaps;
@@ -34,17 +37,17 @@ pub struct Plan {
     pub snapshot: Snapshot,
     /// Partitions to write into pool nodes no live structure refers to.
     pub partitions: Vec<(Extent, Partition)>,
-    /// Root tables per family before and after.
-    pub roots_before: [RootTables; 2],
-    pub roots_after: [RootTables; 2],
+    /// Root tables per family of the new generation.
+    pub roots: [RootTables; 2],
 }
 
-/// A loaded filter, locked for the duration of one command, with any interrupted change
-/// repaired.
+/// A loaded filter, locked for the duration of one command.
 pub struct Session {
     pub pins: PinDir,
     _lock: Lock,
     maps: ListMaps,
+    /// A grace period under way: it must end before anything is written.
+    grace: Option<std::thread::JoinHandle<()>>,
 }
 
 /// Wait until every XDP program run that started before now has finished: membarrier's global
@@ -64,17 +67,37 @@ fn grace_period() {
 }
 
 impl Session {
-    /// Lock a loaded filter's pin directory and repair what an interrupted change left.
+    /// Lock a loaded filter's pin directory to read it (the live generation is consistent
+    /// whatever the other set holds).
     pub fn open(pins: &PinDir) -> Result<Session> {
         let lock = pins.lock()?;
         let maps = ListMaps::open(pins)?;
-        let mut s = Session {
+        Ok(Session {
             pins: pins.clone(),
             _lock: lock,
             maps,
-        };
-        s.recover()?;
+            grace: None,
+        })
+    }
+
+    /// Lock a loaded filter's pin directory to change it: snapshots of other generations
+    /// (from a change cut short) are dropped, and if the inactive set may still be read by a
+    /// packet from before the last flip, a grace period starts.
+    pub fn open_for_change(pins: &PinDir) -> Result<Session> {
+        let mut s = Self::open(pins)?;
+        let word = s.word();
+        remove_other_snapshots(&s.pins, state::generation(word))?;
+        if state::is_dirty(word, 1 - state::active(word)) {
+            s.grace = Some(std::thread::spawn(grace_period));
+        }
         Ok(s)
+    }
+
+    /// Wait for the grace period started at open, if any.
+    fn settle(&mut self) {
+        if let Some(g) = self.grace.take() {
+            let _ = g.join();
+        }
     }
 
     fn word(&self) -> u64 {
@@ -100,54 +123,19 @@ impl Session {
         load_current(&self.pins, self.generation())
     }
 
-    fn recover(&mut self) -> Result<()> {
-        let word = self.word();
-        let generation = state::generation(word);
-        remove_other_snapshots(&self.pins, generation)?;
-        let dirty: Vec<u32> = (0..SETS).filter(|&s| state::is_dirty(word, s)).collect();
-        if dirty.is_empty() {
-            return Ok(());
-        }
-        tracing::warn!(
-            "a change was interrupted; restoring the list structures of generation {generation}"
-        );
-        let snapshot = self.current()?;
-        // A packet may still have been reading the set the interrupted change was writing.
-        grace_period();
-        for set in dirty {
-            for family in Family::ALL {
-                let roots = snapshot.root_tables(family);
-                self.write_roots(set, family, None, &roots);
-            }
-            let word = self.word() & !state::dirty_bit(set);
-            self.set_word(word);
-        }
-        Ok(())
-    }
-
-    /// Write root tables of `set`: every word, or only those that differ from `before`.
-    fn write_roots(
-        &mut self,
-        set: u32,
-        family: Family,
-        before: Option<&RootTables>,
-        after: &RootTables,
-    ) {
+    /// Write the root tables of `set` (about a megabyte for both families: cheaper than
+    /// working out which words differ).
+    fn write_roots(&mut self, set: u32, family: Family, roots: &RootTables) {
         let word_base = root_word_index(set, family, 0) as usize;
         let part_base = part_index(set, family, 0) as usize;
-        for i in 0..ROOT_WORDS as usize {
-            if before.is_none_or(|b| b.words[i] != after.words[i]) {
-                self.maps.root.set(word_base + i, after.words[i]);
-            }
-        }
-        for i in 0..ROOT_CELLS as usize {
-            if before.is_none_or(|b| b.parts[i] != after.parts[i]) {
-                self.maps.parts.set(part_base + i, after.parts[i]);
-            }
-        }
+        self.maps.root.as_mut_slice()[word_base..word_base + ROOT_WORDS as usize]
+            .copy_from_slice(&roots.words);
+        self.maps.parts.as_mut_slice()[part_base..part_base + ROOT_CELLS as usize]
+            .copy_from_slice(&roots.parts);
     }
 
-    /// Publish `plan` as the next generation, atomically for the program (see the module doc).
+    /// Publish `plan` as the next generation, atomically for the program (see the module
+    /// doc). The session must have been opened for change.
     pub fn commit(&mut self, plan: Plan) -> Result<()> {
         let t = std::time::Instant::now();
         let word = self.word();
@@ -155,9 +143,17 @@ impl Session {
         let active = state::active(word);
         let inactive = 1 - active;
         debug_assert_eq!(plan.snapshot.generation, generation + 1);
+        debug_assert!(
+            !state::is_dirty(word, inactive) || self.grace.is_some(),
+            "opened for change"
+        );
         plan.snapshot.store(&self.pins)?;
         debug!("stored snapshot: {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
-
+        self.settle();
+        debug!(
+            "grace period over: {:.1} ms",
+            t.elapsed().as_secs_f64() * 1e3
+        );
         self.set_word(state::compose(
             generation,
             active,
@@ -174,40 +170,20 @@ impl Session {
                 *slot = meta;
             }
         }
+        for family in Family::ALL {
+            self.write_roots(inactive, family, &plan.roots[family as usize]);
+        }
         debug!(
-            "wrote partitions: {:.1} ms",
+            "wrote the inactive set: {:.1} ms",
             t.elapsed().as_secs_f64() * 1e3
         );
-        for family in Family::ALL {
-            let f = family as usize;
-            self.write_roots(
-                inactive,
-                family,
-                Some(&plan.roots_before[f]),
-                &plan.roots_after[f],
-            );
-        }
-        // The flip: from here on every new packet reads generation N+1.
+        // The flip: from here on every new packet reads generation N+1. The old set keeps
+        // generation N until the next change rewrites it.
         self.set_word(state::compose(
             generation + 1,
             inactive,
             state::dirty_bit(active),
         ));
-        grace_period();
-        debug!(
-            "flipped, grace period over: {:.1} ms",
-            t.elapsed().as_secs_f64() * 1e3
-        );
-        for family in Family::ALL {
-            let f = family as usize;
-            self.write_roots(
-                active,
-                family,
-                Some(&plan.roots_before[f]),
-                &plan.roots_after[f],
-            );
-        }
-        self.set_word(state::compose(generation + 1, inactive, 0));
         remove_other_snapshots(&self.pins, generation + 1)?;
         debug!("committed: {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
         Ok(())

@@ -5,6 +5,8 @@
 //! generation word in `STATE` names the live snapshot.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use filter_common::cidr::Prefix;
@@ -35,14 +37,215 @@ impl Entry {
     }
 }
 
+/// The sorted entries of one list and family, kept encoded as in the snapshot so a million
+/// of them are copied, searched and merged as plain words: IPv4 one word (address << 8 |
+/// length), IPv6 three (high half, low half, length). Word order is entry order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntryList {
+    family: Family,
+    words: Words,
+}
+
+/// Entry words: built in memory, or read in place from a snapshot map (a million entries
+/// are not copied just to be searched).
+#[derive(Clone)]
+enum Words {
+    Owned(Vec<u64>),
+    Mapped(Arc<Mapped<u64>>, Range<usize>),
+}
+
+impl std::ops::Deref for Words {
+    type Target = [u64];
+    fn deref(&self) -> &[u64] {
+        match self {
+            Words::Owned(v) => v,
+            Words::Mapped(m, r) => &m.as_slice()[r.clone()],
+        }
+    }
+}
+
+impl PartialEq for Words {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Words {}
+
+impl std::fmt::Debug for Words {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} words", self.len())
+    }
+}
+
+impl Words {
+    fn owned(&mut self) -> &mut Vec<u64> {
+        if let Words::Mapped(..) = self {
+            *self = Words::Owned(self.to_vec());
+        }
+        match self {
+            Words::Owned(v) => v,
+            Words::Mapped(..) => unreachable!(),
+        }
+    }
+}
+
+impl EntryList {
+    pub fn new(family: Family) -> Self {
+        Self {
+            family,
+            words: Words::Owned(Vec::new()),
+        }
+    }
+
+    fn stride(&self) -> usize {
+        words_per_entry(self.family)
+    }
+
+    pub fn family(&self) -> Family {
+        self.family
+    }
+
+    pub fn len(&self) -> usize {
+        self.words.len() / self.stride()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.words.is_empty()
+    }
+
+    pub fn words(&self) -> &[u64] {
+        &self.words
+    }
+
+    fn push(&mut self, e: Entry) {
+        let family = self.family;
+        let words = self.words.owned();
+        match family {
+            Family::V4 => words.push(((e.addr >> 96) as u64) << 8 | u64::from(e.len)),
+            Family::V6 => words.extend([(e.addr >> 64) as u64, e.addr as u64, u64::from(e.len)]),
+        }
+    }
+
+    pub fn get(&self, i: usize) -> Entry {
+        decode_at(self.family, &self.words, i)
+    }
+
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = Entry> + '_ {
+        (0..self.len()).map(|i| self.get(i))
+    }
+
+    /// Index of the first entry for which `pred` is false (entries for which it holds come
+    /// first).
+    pub fn partition_point(&self, pred: impl Fn(Entry) -> bool) -> usize {
+        partition_point_in(self.family, &self.words, pred)
+    }
+
+    pub fn contains(&self, e: &Entry) -> bool {
+        let i = self.partition_point(|x| x < *e);
+        i < self.len() && self.get(i) == *e
+    }
+
+    /// From entries in order (sorted, no duplicates).
+    pub fn from_sorted(family: Family, entries: impl IntoIterator<Item = Entry>) -> Self {
+        let mut out = Self::new(family);
+        for e in entries {
+            out.push(e);
+        }
+        out
+    }
+
+    /// This list with `add` (sorted, none of them present) merged in: runs of the existing
+    /// list are copied whole.
+    pub fn merged(&self, add: &[Entry]) -> Self {
+        let w = self.stride();
+        let mut words = Vec::with_capacity(self.words.len() + add.len() * w);
+        let mut from = 0;
+        for e in add {
+            let at = from + partition_point_in(self.family, &self.words[from * w..], |x| x < *e);
+            words.extend_from_slice(&self.words[from * w..at * w]);
+            match self.family {
+                Family::V4 => words.push(((e.addr >> 96) as u64) << 8 | u64::from(e.len)),
+                Family::V6 => {
+                    words.extend([(e.addr >> 64) as u64, e.addr as u64, u64::from(e.len)])
+                }
+            }
+            from = at;
+        }
+        words.extend_from_slice(&self.words[from * w..]);
+        Self {
+            family: self.family,
+            words: Words::Owned(words),
+        }
+    }
+
+    /// This list without `del` (sorted, all present).
+    pub fn without(&self, del: &[Entry]) -> Self {
+        let w = self.stride();
+        let mut words = Vec::with_capacity(self.words.len());
+        let mut from = 0;
+        for e in del {
+            let at = from + partition_point_in(self.family, &self.words[from * w..], |x| x < *e);
+            words.extend_from_slice(&self.words[from * w..at * w]);
+            from = at + 1;
+        }
+        words.extend_from_slice(&self.words[(from * w).min(self.words.len())..]);
+        Self {
+            family: self.family,
+            words: Words::Owned(words),
+        }
+    }
+}
+
+/// Entry `i` of encoded words.
+fn decode_at(family: Family, words: &[u64], i: usize) -> Entry {
+    match family {
+        Family::V4 => Entry {
+            addr: u128::from(words[i] >> 8) << 96,
+            len: words[i] as u8,
+        },
+        Family::V6 => Entry {
+            addr: u128::from(words[3 * i]) << 64 | u128::from(words[3 * i + 1]),
+            len: words[3 * i + 2] as u8,
+        },
+    }
+}
+
+/// Binary search over encoded words: the first entry for which `pred` is false.
+fn partition_point_in(family: Family, words: &[u64], pred: impl Fn(Entry) -> bool) -> usize {
+    let (mut lo, mut hi) = (0, words.len() / words_per_entry(family));
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if pred(decode_at(family, words, mid)) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
+
 /// Everything one generation holds, in memory.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Snapshot {
     pub generation: u64,
     /// Entries per list and family, sorted and without duplicates.
-    pub lists: [[Vec<Entry>; 2]; 2],
+    pub lists: [[EntryList; 2]; 2],
     /// Partition (/16) -> its nodes, per family.
     pub partitions: [BTreeMap<u16, Extent>; 2],
+}
+
+impl Default for Snapshot {
+    fn default() -> Self {
+        Snapshot {
+            generation: 0,
+            lists: [
+                Family::ALL.map(EntryList::new),
+                Family::ALL.map(EntryList::new),
+            ],
+            partitions: Default::default(),
+        }
+    }
 }
 
 const MAGIC: u64 = u64::from_be_bytes(*b"FGSNAP01");
@@ -57,11 +260,11 @@ fn words_per_entry(family: Family) -> usize {
 }
 
 impl Snapshot {
-    pub fn list(&self, kind: ListKind, family: Family) -> &[Entry] {
+    pub fn list(&self, kind: ListKind, family: Family) -> &EntryList {
         &self.lists[kind as usize][family as usize]
     }
 
-    pub fn list_mut(&mut self, kind: ListKind, family: Family) -> &mut Vec<Entry> {
+    pub fn list_mut(&mut self, kind: ListKind, family: Family) -> &mut EntryList {
         &mut self.lists[kind as usize][family as usize]
     }
 
@@ -69,16 +272,19 @@ impl Snapshot {
     pub fn short_items(&self, family: Family) -> Vec<Item> {
         let mut out = Vec::new();
         for kind in ListKind::ALL {
-            out.extend(
-                self.list(kind, family)
-                    .iter()
-                    .filter(|e| u32::from(e.len) <= filter_common::trie::ROOT_BITS)
-                    .map(|e| Item {
+            let list = self.list(kind, family);
+            let w = list.stride();
+            // Scan the length words only: a million entries take a millisecond.
+            for (i, chunk) in list.words().chunks_exact(w).enumerate() {
+                if (chunk[w - 1] & 0xff) as u32 <= filter_common::trie::ROOT_BITS {
+                    let e = list.get(i);
+                    out.push(Item {
                         addr: e.addr,
                         len: e.len,
                         verdict: kind.verdict() as u8,
-                    }),
-            );
+                    });
+                }
+            }
         }
         out
     }
@@ -97,42 +303,66 @@ impl Snapshot {
             .sum()
     }
 
+    /// Words [`Snapshot::encode_into`] writes.
+    pub fn encoded_len(&self) -> usize {
+        HEADER_WORDS
+            + self
+                .lists
+                .iter()
+                .flatten()
+                .map(|l| l.words.len())
+                .sum::<usize>()
+            + 2 * self.partitions.iter().map(BTreeMap::len).sum::<usize>()
+    }
+
     pub fn encode(&self) -> Vec<u64> {
-        let mut words = vec![0u64; HEADER_WORDS];
-        words[0] = MAGIC;
-        words[1] = FORMAT;
-        words[2] = self.generation;
+        let mut words = vec![0; self.encoded_len()];
+        self.encode_into(&mut words);
+        words
+    }
+
+    /// Write the encoding into `out` (exactly `encoded_len` words): straight into a new
+    /// snapshot map, with no copy in between.
+    pub fn encode_into(&self, out: &mut [u64]) {
+        let (header, mut rest) = out.split_at_mut(HEADER_WORDS);
+        header.fill(0);
+        header[0] = MAGIC;
+        header[1] = FORMAT;
+        header[2] = self.generation;
         let mut i = 4;
         for kind in ListKind::ALL {
             for family in Family::ALL {
-                words[i] = self.list(kind, family).len() as u64;
+                header[i] = self.list(kind, family).len() as u64;
                 i += 1;
             }
         }
-        words[8] = self.partitions[0].len() as u64;
-        words[9] = self.partitions[1].len() as u64;
+        header[8] = self.partitions[0].len() as u64;
+        header[9] = self.partitions[1].len() as u64;
         for kind in ListKind::ALL {
             for family in Family::ALL {
-                for e in self.list(kind, family) {
-                    match family {
-                        Family::V4 => words.push(((e.addr >> 96) as u64) << 8 | u64::from(e.len)),
-                        Family::V6 => {
-                            words.extend([(e.addr >> 64) as u64, e.addr as u64, u64::from(e.len)])
-                        }
-                    }
-                }
+                let words = self.list(kind, family).words();
+                let (dst, tail) = rest.split_at_mut(words.len());
+                dst.copy_from_slice(words);
+                rest = tail;
             }
         }
         for parts in &self.partitions {
             for (&p16, extent) in parts {
-                words.push(u64::from(p16));
-                words.push(u64::from(extent.first) << 32 | u64::from(extent.count));
+                let (dst, tail) = rest.split_at_mut(2);
+                dst[0] = u64::from(p16);
+                dst[1] = u64::from(extent.first) << 32 | u64::from(extent.count);
+                rest = tail;
             }
         }
-        words
+        debug_assert!(rest.is_empty());
     }
 
     pub fn decode(words: &[u64]) -> Result<Snapshot> {
+        Self::decode_with(words, |r| Words::Owned(words[r].to_vec()))
+    }
+
+    /// Decode `words`, keeping each list's words as `keep` makes them.
+    fn decode_with(words: &[u64], keep: impl Fn(Range<usize>) -> Words) -> Result<Snapshot> {
         if words.len() < HEADER_WORDS || words[0] != MAGIC {
             bail!("not a floodgate snapshot");
         }
@@ -146,11 +376,16 @@ impl Snapshot {
             generation: words[2],
             ..Default::default()
         };
+        if words[4..8].iter().any(|&n| n > u64::from(u32::MAX)) {
+            bail!("snapshot is corrupt");
+        }
         let mut at = HEADER_WORDS;
-        let mut take = |n: usize| -> Result<&[u64]> {
-            let slice = words.get(at..at + n).context("snapshot is truncated")?;
+        let mut take = |n: usize| -> Result<Range<usize>> {
+            if at + n > words.len() {
+                bail!("snapshot is truncated");
+            }
             at += n;
-            Ok(slice)
+            Ok(at - n..at)
         };
         let mut count = 4;
         for kind in ListKind::ALL {
@@ -158,27 +393,14 @@ impl Snapshot {
                 let n = words[count] as usize;
                 count += 1;
                 let w = words_per_entry(family);
-                let raw = take(n * w)?;
-                let list = s.list_mut(kind, family);
-                list.reserve_exact(n);
-                for chunk in raw.chunks_exact(w) {
-                    list.push(match family {
-                        Family::V4 => Entry {
-                            addr: u128::from(chunk[0] >> 8) << 96,
-                            len: chunk[0] as u8,
-                        },
-                        Family::V6 => Entry {
-                            addr: u128::from(chunk[0]) << 64 | u128::from(chunk[1]),
-                            len: chunk[2] as u8,
-                        },
-                    });
-                }
+                let range = take(n * w)?;
+                s.list_mut(kind, family).words = keep(range);
             }
         }
         for family in Family::ALL {
             let n = words[8 + family as usize] as usize;
-            let raw = take(2 * n)?;
-            for pair in raw.chunks_exact(2) {
+            let range = take(2 * n)?;
+            for pair in words[range].chunks_exact(2) {
                 s.partitions[family as usize].insert(
                     pair[0] as u16,
                     Extent {
@@ -194,12 +416,12 @@ impl Snapshot {
     /// Store as generation `self.generation` on bpffs, replacing a leftover of the same number
     /// (from a change that was cut short before it took effect).
     pub fn store(&self, pins: &PinDir) -> Result<()> {
-        let words = self.encode();
-        let map = create_mmapable_array::<u64>("fg_snapshot", words.len() as u32)
+        let n = self.encoded_len();
+        let map = create_mmapable_array::<u64>("fg_snapshot", n as u32)
             .context("cannot create the snapshot map")?;
         {
             let mut mapped = Mapped::<u64>::new(&map, true).context("cannot map the snapshot")?;
-            mapped.as_mut_slice()[..words.len()].copy_from_slice(&words);
+            self.encode_into(&mut mapped.as_mut_slice()[..n]);
         }
         let path = pins.snapshot(self.generation);
         if path.exists() {
@@ -219,9 +441,11 @@ impl Snapshot {
                 path.display()
             )
         })?;
-        let mapped = Mapped::<u64>::new(&map, false)
-            .with_context(|| format!("cannot map {}", path.display()))?;
-        let s = Snapshot::decode(mapped.as_slice())
+        let mapped = Arc::new(
+            Mapped::<u64>::new(&map, false)
+                .with_context(|| format!("cannot map {}", path.display()))?,
+        );
+        let s = Snapshot::decode_with(mapped.as_slice(), |r| Words::Mapped(Arc::clone(&mapped), r))
             .with_context(|| format!("reading {}", path.display()))?;
         if s.generation != generation {
             bail!(
@@ -244,17 +468,18 @@ mod tests {
             generation: 42,
             ..Default::default()
         };
-        for t in ["10.0.0.0/8", "192.0.2.7", "0.0.0.0/0"] {
-            let p = filter_common::cidr::parse_entry(t).unwrap();
-            s.list_mut(ListKind::Block, Family::V4).push(Entry::of(p));
-        }
-        for t in ["2001:db8::/32", "::/0", "2001:db8::1"] {
-            let p = filter_common::cidr::parse_entry(t).unwrap();
-            s.list_mut(ListKind::Allow, Family::V6).push(Entry::of(p));
-        }
-        for l in s.lists.iter_mut().flatten() {
-            l.sort_unstable();
-        }
+        let sorted = |family, texts: &[&str]| {
+            let mut v: Vec<Entry> = texts
+                .iter()
+                .map(|t| Entry::of(filter_common::cidr::parse_entry(t).unwrap()))
+                .collect();
+            v.sort_unstable();
+            EntryList::from_sorted(family, v)
+        };
+        *s.list_mut(ListKind::Block, Family::V4) =
+            sorted(Family::V4, &["10.0.0.0/8", "192.0.2.7", "0.0.0.0/0"]);
+        *s.list_mut(ListKind::Allow, Family::V6) =
+            sorted(Family::V6, &["2001:db8::/32", "::/0", "2001:db8::1"]);
         s.partitions[0].insert(0x0a00, Extent { first: 1, count: 3 });
         s.partitions[1].insert(
             0x2001,
@@ -264,6 +489,46 @@ mod tests {
             },
         );
         assert_eq!(Snapshot::decode(&s.encode()).unwrap(), s);
+    }
+
+    #[test]
+    fn entry_lists_merge_and_remove_runs() {
+        let e = |t: &str| Entry::of(filter_common::cidr::parse_entry(t).unwrap());
+        for (family, texts) in [
+            (
+                Family::V4,
+                [
+                    "10.0.0.0/8",
+                    "10.0.0.0/9",
+                    "10.1.2.3",
+                    "192.0.2.0/24",
+                    "192.0.2.7",
+                ],
+            ),
+            (
+                Family::V6,
+                [
+                    "::/0",
+                    "2001:db8::/32",
+                    "2001:db8::/48",
+                    "2001:db8::1",
+                    "fd00::/8",
+                ],
+            ),
+        ] {
+            let mut all: Vec<Entry> = texts.iter().map(|t| e(t)).collect();
+            all.sort_unstable();
+            let list = EntryList::from_sorted(family, all.iter().copied());
+            assert_eq!(list.iter().collect::<Vec<_>>(), all);
+            let odd: Vec<Entry> = all.iter().copied().skip(1).step_by(2).collect();
+            let even: Vec<Entry> = all.iter().copied().step_by(2).collect();
+            let base = EntryList::from_sorted(family, even.iter().copied());
+            assert_eq!(base.merged(&odd), list);
+            assert_eq!(list.without(&odd), base);
+            assert_eq!(list.without(&all).len(), 0);
+            assert!(all.iter().all(|x| list.contains(x)));
+            assert!(!base.contains(&odd[0]));
+        }
     }
 
     #[test]
