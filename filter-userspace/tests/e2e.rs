@@ -412,7 +412,7 @@ fn controller_errors_and_exit_codes() {
     let (code, _, err) = env.floodgate(&["block", "del", "192.0.2.0/24"]);
     assert_eq!(code, 2, "{err}");
     env.ok(&["block", "del", "203.0.113.0/24"]);
-    // IPv6 entries longer than /32 are recorded by their exact map: they list and delete alike.
+    // Entries of every length list (in address order) and delete alike.
     env.ok(&[
         "block",
         "add",

@@ -92,3 +92,36 @@ pub fn overlapping(n: usize, rng: &mut StdRng) -> Vec<Prefix> {
         })
         .collect()
 }
+
+/// `n` distinct IPv4 entries as in the field report of a careful new user: 70% single
+/// addresses and 30% /24s, all over the unicast space (every /32 in its own /24).
+pub fn scattered_v4(n: usize, seed: u64) -> Vec<Prefix> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut out = BTreeSet::new();
+    while out.len() < n {
+        let addr = unicast_v4(&mut rng);
+        out.insert(if rng.random_bool(0.7) {
+            Prefix::v4(addr, 32)
+        } else {
+            Prefix::v4(addr, 24)
+        });
+    }
+    out.into_iter().collect()
+}
+
+/// An address inside `p`, chosen at random.
+pub fn inside(p: Prefix, rng: &mut StdRng) -> std::net::IpAddr {
+    match p {
+        Prefix::V4 { addr, len } => {
+            let host = rng.random::<u32>().checked_shr(u32::from(len)).unwrap_or(0);
+            std::net::IpAddr::V4((addr | host).into())
+        }
+        Prefix::V6 { addr, len } => {
+            let host = rng
+                .random::<u128>()
+                .checked_shr(u32::from(len))
+                .unwrap_or(0);
+            std::net::IpAddr::V6((addr | host).into())
+        }
+    }
+}

@@ -429,3 +429,72 @@ impl BenchObject {
         Ok(())
     }
 }
+
+/// An IPv4 or IPv6 UDP frame from `src` (to a documentation address).
+pub fn udp_frame_from(src: std::net::IpAddr) -> Vec<u8> {
+    use filter_common::frames::{ethernet, ipv4, ipv6, udp};
+    use filter_common::parse::{ETH_P_IPV4, ETH_P_IPV6, IPPROTO_UDP};
+    let payload = udp(40000, 53, &[0u8; 18]);
+    match src {
+        std::net::IpAddr::V4(a) => ethernet(
+            ETH_P_IPV4,
+            &[],
+            &ipv4(a, [192, 0, 2, 254].into(), IPPROTO_UDP, &[], 0, &payload),
+        ),
+        std::net::IpAddr::V6(a) => ethernet(
+            ETH_P_IPV6,
+            &[],
+            &ipv6(
+                a,
+                "2001:db8::fe".parse().expect("literal"),
+                IPPROTO_UDP,
+                &[],
+                &payload,
+            ),
+        ),
+    }
+}
+
+/// Whether `addr` lies in one of `set`'s prefixes: one hash probe per prefix length.
+pub fn covered(set: &std::collections::HashSet<Prefix>, addr: std::net::IpAddr) -> bool {
+    match addr {
+        std::net::IpAddr::V4(a) => {
+            (0..=32u8).any(|len| set.contains(&Prefix::v4(u32::from(a), len)))
+        }
+        std::net::IpAddr::V6(a) => {
+            (0..=128u8).any(|len| set.contains(&Prefix::v6(u128::from(a), len)))
+        }
+    }
+}
+
+/// Run the `floodgate` binary at `bin` against `pins`.
+pub fn floodgate_cmd(bin: &str, pins: &PinDir) -> Command {
+    let mut c = Command::new(bin);
+    c.arg("--pin-dir").arg(pins.root());
+    c
+}
+
+/// A file in /tmp removed on drop.
+pub struct TempFile {
+    pub path: PathBuf,
+}
+
+impl TempFile {
+    pub fn new(name: &str, contents: &[u8]) -> Result<Self> {
+        let path = std::env::temp_dir().join(unique_name(name));
+        std::fs::write(&path, contents)?;
+        Ok(Self { path })
+    }
+
+    /// A list file with one prefix per line.
+    pub fn list(prefixes: &[Prefix]) -> Result<Self> {
+        let text: String = prefixes.iter().map(|p| format!("{p}\n")).collect();
+        Self::new("fglist-", text.as_bytes())
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
