@@ -53,7 +53,7 @@ impl TestPins {
     pub fn new() -> Result<Self> {
         let root = PathBuf::from("/sys/fs/bpf").join(unique_name("fgtest-"));
         let pins = PinDir::new(root)?;
-        drop(pins.create_and_lock()?);
+        drop(floodgate::state::pins::Locked::creating(&pins)?);
         Ok(Self { pins })
     }
 }

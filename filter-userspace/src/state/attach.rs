@@ -15,7 +15,7 @@ use filter_common::{Attachment, Counter, MAX_IFINDEX, MAX_INTERFACES, REASON_SLO
 use tracing::debug;
 
 use super::maps;
-use super::pins::{Lock, PinDir};
+use super::pins::{Locked, PinDir};
 use crate::error::{usage, UsageError};
 
 /// How to attach: `Auto` tries native (driver) XDP and falls back to generic (skb) XDP.
@@ -156,7 +156,7 @@ pub fn attach(
             .with_context(|| format!("interface '{name}' does not exist (see `ip link`)"))?;
         targets.push((name.clone(), idx));
     }
-    let _lock: Lock = pins.create_and_lock()?;
+    let _locked = Locked::creating(pins)?;
     if pins.is_loaded() {
         if let Some(n) = pool_nodes {
             let have = maps::ListMaps::open(pins)?.pool_nodes();
@@ -294,7 +294,7 @@ pub fn detach(pins: &PinDir, ifaces: &[String]) -> Result<Vec<String>> {
     if !pins.is_loaded() {
         return Ok(ifaces.to_vec());
     }
-    let _lock = pins.lock()?;
+    let _locked = Locked::loaded(pins)?;
     let mut table = maps::attachments(pins)?;
     let current = attached(pins)?;
     let mut missing = Vec::new();
@@ -323,7 +323,7 @@ pub fn detach_all(pins: &PinDir) -> Result<Removed> {
             foreign: Vec::new(),
         });
     }
-    let _lock = pins.lock_existing()?;
+    let _locked = Locked::existing(pins)?;
     let interfaces = if pins.map(names::ATTACHMENTS).exists() {
         attached(pins)?.into_iter().map(|a| a.name).collect()
     } else {

@@ -26,7 +26,7 @@ use filter_common::trie::{part_index, root_word_index, Family, ROOT_CELLS, ROOT_
 use tracing::debug;
 
 use super::maps::ListMaps;
-use super::pins::{Lock, PinDir};
+use super::pins::{Locked, PinDir};
 use super::snapshot::Snapshot;
 use crate::lists::compile::{Extent, Partition, RootTables};
 
@@ -44,7 +44,7 @@ pub struct Plan {
 /// A loaded filter, locked for the duration of one command.
 pub struct Session {
     pub pins: PinDir,
-    _lock: Lock,
+    _locked: Locked,
     maps: ListMaps,
     /// A grace period under way: it must end before anything is written.
     grace: Option<std::thread::JoinHandle<()>>,
@@ -70,11 +70,11 @@ impl Session {
     /// Lock a loaded filter's pin directory to read it (the live generation is consistent
     /// whatever the other set holds).
     pub fn open(pins: &PinDir) -> Result<Session> {
-        let lock = pins.lock()?;
+        let locked = Locked::loaded(pins)?;
         let maps = ListMaps::open(pins)?;
         Ok(Session {
             pins: pins.clone(),
-            _lock: lock,
+            _locked: locked,
             maps,
             grace: None,
         })

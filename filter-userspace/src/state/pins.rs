@@ -46,9 +46,60 @@ pub struct PinDir {
     root: PathBuf,
 }
 
-/// Held while a command reads or changes state: concurrent invocations queue up behind it.
-pub struct Lock {
+/// The flock on the pin directory, held while a command reads or changes state: concurrent
+/// invocations queue up behind it.
+struct Lock {
     _dir: File,
+}
+
+/// A pin directory whose lock this process holds: the one way to take it, so every command
+/// that touches the filter's state is serialized with every other.
+pub struct Locked {
+    pins: PinDir,
+    _lock: Lock,
+}
+
+impl Locked {
+    /// A loaded filter's directory; creates nothing.
+    pub fn loaded(pins: &PinDir) -> Result<Locked> {
+        pins.require_loaded()?;
+        pins.check_bpffs(false)?;
+        Ok(Locked {
+            pins: pins.clone(),
+            _lock: pins.lock_dir()?,
+        })
+    }
+
+    /// An existing directory, loaded or not (for `detach --all`).
+    pub fn existing(pins: &PinDir) -> Result<Locked> {
+        pins.check_bpffs(false)?;
+        Ok(Locked {
+            pins: pins.clone(),
+            _lock: pins.lock_dir()?,
+        })
+    }
+
+    /// Create the directory tree if needed (first attach) and lock it.
+    pub fn creating(pins: &PinDir) -> Result<Locked> {
+        pins.check_bpffs(true)?;
+        for dir in [
+            pins.root.clone(),
+            pins.maps_dir(),
+            pins.links_dir(),
+            pins.state_dir(),
+        ] {
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create pin directory {}", dir.display()))?;
+        }
+        Ok(Locked {
+            pins: pins.clone(),
+            _lock: pins.lock_dir()?,
+        })
+    }
+
+    pub fn pins(&self) -> &PinDir {
+        &self.pins
+    }
 }
 
 impl PinDir {
@@ -133,34 +184,6 @@ impl PinDir {
             );
         }
         Ok(())
-    }
-
-    /// Take the lock of a loaded filter's directory, creating nothing.
-    pub fn lock(&self) -> Result<Lock> {
-        self.require_loaded()?;
-        self.check_bpffs(false)?;
-        self.lock_dir()
-    }
-
-    /// Take the lock of an existing pin directory, loaded or not (for `detach --all`).
-    pub fn lock_existing(&self) -> Result<Lock> {
-        self.check_bpffs(false)?;
-        self.lock_dir()
-    }
-
-    /// Create the directory tree if needed (first attach) and take the lock.
-    pub fn create_and_lock(&self) -> Result<Lock> {
-        self.check_bpffs(true)?;
-        for dir in [
-            self.root.clone(),
-            self.maps_dir(),
-            self.links_dir(),
-            self.state_dir(),
-        ] {
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("cannot create pin directory {}", dir.display()))?;
-        }
-        self.lock_dir()
     }
 
     fn lock_dir(&self) -> Result<Lock> {
