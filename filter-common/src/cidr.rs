@@ -175,29 +175,32 @@ pub struct LineError {
     pub message: String,
 }
 
-/// Parse list-file text: one entry per line, `#` starts a comment (also after an entry), blank
-/// lines are ignored. Returns every bad line, so the operator fixes them all in one go.
+/// One line of a list file: `None` for blank lines and comments (`#` starts one, also after
+/// an entry), else the entry or what is wrong with it.
+pub fn parse_line(raw: &str) -> Option<Result<Prefix, String>> {
+    let content = raw.split('#').next().unwrap_or("").trim();
+    if content.is_empty() {
+        return None;
+    }
+    if content.split_whitespace().count() > 1 {
+        return Some(Err(format!(
+            "'{}' holds more than one entry; put one entry per line",
+            shown(content)
+        )));
+    }
+    Some(parse_entry(content))
+}
+
+/// Parse list-file text held in memory (the controller streams files through [`parse_line`]):
+/// returns every bad line, so the operator fixes them all in one go.
 pub fn parse_list(text: &str) -> Result<Vec<Prefix>, Vec<LineError>> {
     let mut entries = Vec::new();
     let mut errors = Vec::new();
     for (i, raw) in text.lines().enumerate() {
-        let content = raw.split('#').next().unwrap_or("").trim();
-        if content.is_empty() {
-            continue;
-        }
-        if content.split_whitespace().count() > 1 {
-            errors.push(LineError {
-                line: i + 1,
-                message: format!(
-                    "'{}' holds more than one entry; put one entry per line",
-                    shown(content)
-                ),
-            });
-            continue;
-        }
-        match parse_entry(content) {
-            Ok(p) => entries.push(p),
-            Err(message) => errors.push(LineError {
+        match parse_line(raw) {
+            None => {}
+            Some(Ok(p)) => entries.push(p),
+            Some(Err(message)) => errors.push(LineError {
                 line: i + 1,
                 message,
             }),

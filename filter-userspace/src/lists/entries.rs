@@ -8,7 +8,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
-pub use filter_common::cidr::{parse_entry, parse_list, shown, LineError, Prefix};
+pub use filter_common::cidr::{parse_entry, parse_line, parse_list, shown, LineError, Prefix};
 use filter_common::LIST_CAPACITY;
 
 use crate::error::usage;
@@ -145,21 +145,6 @@ pub fn read_list(input: impl Read, name: &str) -> Result<Vec<Prefix>> {
         msg.push_str(&format!("\n  ... and {} more", bad - errors.len()));
     }
     Err(usage(msg))
-}
-
-/// One line: `None` for blank lines and comments.
-fn parse_line(raw: &str) -> Option<Result<Prefix, String>> {
-    let content = raw.split('#').next().unwrap_or("").trim();
-    if content.is_empty() {
-        return None;
-    }
-    if content.split_whitespace().count() > 1 {
-        return Some(Err(format!(
-            "'{}' holds more than one entry; put one entry per line",
-            shown(content)
-        )));
-    }
-    Some(parse_entry(content))
 }
 
 #[cfg(test)]
