@@ -41,9 +41,10 @@ pub const PRODUCT_MAPS: [&str; 8] = [
 /// Controller-only map of attached interfaces.
 pub const ATTACHMENTS: &str = "ATTACHMENTS";
 
-/// Default size of the node pool (the shared capacity of both lists' long prefixes); `attach
-/// --list-capacity` sets another on first load.
-pub const DEFAULT_POOL_NODES: u32 = 1 << 20;
+/// Default size of the node pool (the shared capacity of both lists' long prefixes), 160 MiB:
+/// room to replace a million scattered IPv4 entries by another million (old and new nodes
+/// live side by side until the flip); `attach --list-capacity` sets another on first load.
+pub const DEFAULT_POOL_NODES: u32 = 1 << 21;
 
 /// The generation word in `STATE`.
 pub mod state {

@@ -36,7 +36,8 @@ pub enum Command {
         mode: Mode,
         /// Nodes in the list pool (80 bytes each), set when the filter is first loaded: about
         /// one per listed IPv4 address in its own /24, one to three per IPv6 prefix longer
-        /// than /32. Accepts k and M suffixes. Default 1M (80 MiB).
+        /// than /32; a replace needs room for the old and the new list at once. Accepts k and M
+        /// suffixes. Default 2M (160 MiB).
         #[arg(long, value_name = "NODES", value_parser = parse_capacity)]
         list_capacity: Option<u32>,
     },

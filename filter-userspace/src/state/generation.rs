@@ -159,16 +159,31 @@ impl Session {
             active,
             state::dirty_bit(inactive),
         ));
-        for (extent, part) in &plan.partitions {
-            let first = extent.first as usize;
-            let n = part.nodes.len();
-            self.maps.nodes.as_mut_slice()[first..first + n].copy_from_slice(&part.nodes);
-            for (slot, meta) in self.maps.meta.as_mut_slice()[first..first + n]
-                .iter_mut()
-                .zip(part.placed(extent.first))
-            {
-                *slot = meta;
+        // Partitions are placed one after another from the first free node: write each run
+        // of adjacent partitions through one mapping of just those nodes.
+        let parts = &plan.partitions;
+        let mut i = 0;
+        while i < parts.len() {
+            let first = parts[i].0.first;
+            let mut end = parts[i].0.end();
+            let mut j = i + 1;
+            while j < parts.len() && parts[j].0.first == end {
+                end = parts[j].0.end();
+                j += 1;
             }
+            let (mut cells, mut metas) = self.maps.pool_window(first, end - first)?;
+            for (extent, part) in &parts[i..j] {
+                let at = (extent.first - first) as usize;
+                let n = part.nodes.len();
+                cells.as_mut_slice()[at..at + n].copy_from_slice(&part.nodes);
+                for (slot, m) in metas.as_mut_slice()[at..at + n]
+                    .iter_mut()
+                    .zip(part.placed(extent.first))
+                {
+                    *slot = m;
+                }
+            }
+            i = j;
         }
         for family in Family::ALL {
             self.write_roots(inactive, family, &plan.roots[family as usize]);

@@ -37,13 +37,15 @@ pub fn attachments(pins: &PinDir) -> Result<Array<MapData, Attachment>> {
     ))?)
 }
 
-/// The list structures and the generation word, mapped for reading and writing.
+/// The list structures and the generation word, mapped for reading and writing; the node
+/// pool is mapped piecewise, only where a change writes.
 pub struct ListMaps {
     pub state: Mapped<u64>,
     pub root: Mapped<u64>,
     pub parts: Mapped<u64>,
-    pub nodes: Mapped<Node>,
-    pub meta: Mapped<NodeMeta>,
+    nodes: MapData,
+    meta: MapData,
+    pool_nodes: u32,
 }
 
 fn map<T: bytemuck::Pod>(pins: &PinDir, name: &str, expected: Option<u32>) -> Result<Mapped<T>> {
@@ -60,22 +62,55 @@ fn map<T: bytemuck::Pod>(pins: &PinDir, name: &str, expected: Option<u32>) -> Re
     Ok(mapped)
 }
 
+/// Entries of a pool map, after checking its value size.
+fn pool_size<T>(map: &MapData, name: &str) -> Result<u32> {
+    let info = map.info()?;
+    if info.value_size() as usize != std::mem::size_of::<T>() {
+        anyhow::bail!(
+            "map {name} has {}-byte values, this floodgate expects {}: it was pinned by another version; run `floodgate detach --all` and attach again",
+            info.value_size(),
+            std::mem::size_of::<T>()
+        );
+    }
+    Ok(info.max_entries())
+}
+
 impl ListMaps {
     pub fn open(pins: &PinDir) -> Result<Self> {
-        let nodes: Mapped<Node> = map(pins, names::LIST_NODES, None)?;
-        let meta: Mapped<NodeMeta> = map(pins, names::LIST_META, Some(nodes.len() as u32))?;
+        let nodes = pins.open_map(names::LIST_NODES)?;
+        let meta = pins.open_map(names::LIST_META)?;
+        let pool_nodes = pool_size::<Node>(&nodes, names::LIST_NODES)?;
+        if pool_size::<NodeMeta>(&meta, names::LIST_META)? != pool_nodes {
+            anyhow::bail!(
+                "{} and {} differ in size: the pin directory was changed by hand; run `floodgate detach --all` and attach again",
+                names::LIST_NODES,
+                names::LIST_META
+            );
+        }
         Ok(Self {
             state: map(pins, names::STATE, Some(1))?,
             root: map(pins, names::LIST_ROOT, Some(ROOT_TABLE_WORDS))?,
             parts: map(pins, names::LIST_PARTS, Some(PARTS_ENTRIES))?,
             nodes,
             meta,
+            pool_nodes,
         })
     }
 
     /// Nodes in the pool (node 0 is never used).
     pub fn pool_nodes(&self) -> u32 {
-        self.nodes.len() as u32
+        self.pool_nodes
+    }
+
+    /// Map pool positions `first..first + count` for writing: cells and meta.
+    pub fn pool_window(&self, first: u32, count: u32) -> Result<(Mapped<Node>, Mapped<NodeMeta>)> {
+        let (first, n) = (first as usize, count as usize);
+        Ok((
+            Mapped::<Node>::window(&self.nodes, first, n)
+                .with_context(|| format!("cannot map {}", names::LIST_NODES))?,
+            Mapped::<NodeMeta>::window(&self.meta, first, n)
+                .with_context(|| format!("cannot map {}", names::LIST_META))?,
+        ))
     }
 }
 

@@ -69,6 +69,8 @@ fn bpf(cmd: libc::c_long, attr: &mut BatchAttr) -> io::Result<()> {
 pub struct Mapped<T> {
     ptr: *mut T,
     len: usize,
+    /// The mapping itself (`ptr` may point into it, for a window).
+    base: *mut libc::c_void,
     bytes: usize,
     _t: PhantomData<T>,
 }
@@ -115,7 +117,46 @@ impl<T: Pod> Mapped<T> {
         Ok(Self {
             ptr: ptr.cast(),
             len,
+            base: ptr,
             bytes,
+            _t: PhantomData,
+        })
+    }
+
+    /// Map only the pages holding entries `first..first + count` (a few nodes of a large
+    /// pool: mapping all of it costs milliseconds per 64 MiB). Index 0 of the result is entry
+    /// `first`.
+    pub fn window(map: &MapData, first: usize, count: usize) -> io::Result<Self> {
+        let size = std::mem::size_of::<T>();
+        assert_eq!(4096 % size.min(4096), 0, "entries must tile pages");
+        let fd = checked::<u32, T>(map)?;
+        let info = map.info().map_err(io::Error::other)?;
+        if first + count > info.max_entries() as usize || count == 0 {
+            return Err(io::Error::other("window beyond the map"));
+        }
+        let page = 4096usize;
+        let start = first * size / page * page;
+        let end = ((first + count) * size).div_ceil(page) * page;
+        // SAFETY: a page-aligned part of the map's value area; checked for failure.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                end - start,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                start as libc::off_t,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Self {
+            // SAFETY: `first * size - start` is inside the mapping just made.
+            ptr: unsafe { base.cast::<u8>().add(first * size - start).cast() },
+            len: count,
+            bytes: end - start,
+            base: base.cast(),
             _t: PhantomData,
         })
     }
@@ -157,7 +198,7 @@ impl<T> Drop for Mapped<T> {
     fn drop(&mut self) {
         // SAFETY: unmapping exactly what new() mapped.
         unsafe {
-            libc::munmap(self.ptr.cast(), self.bytes.max(1));
+            libc::munmap(self.base, self.bytes.max(1));
         }
     }
 }
