@@ -154,7 +154,18 @@ pub trait TrieMemory {
     fn root_word(&self, index: u32) -> u64;
     fn part(&self, index: u32) -> u64;
     fn node_word(&self, node: u32, word: u32) -> u64;
-    fn node_meta(&self, node: u32) -> NodeMeta;
+    /// The index of the first child of `node` whose cell is in cell word `word`:
+    /// `base + before[word]` of its meta.
+    fn child_base(&self, node: u32, word: u32) -> u32;
+}
+
+impl NodeMeta {
+    /// Index of the first child whose cell lies in cell word `word`.
+    #[inline(always)]
+    pub const fn child_base(&self, word: u32) -> u32 {
+        self.base
+            .wrapping_add(self.before[word as usize & (NODE_WORDS - 1)] as u32)
+    }
 }
 
 #[inline(always)]
@@ -188,13 +199,9 @@ pub fn lookup<M: TrieMemory>(m: &M, set: u32, family: Family, hi: u64, lo: u64) 
         if cell != CELL_MIXED {
             return max(cover, cell);
         }
-        let meta = m.node_meta(node);
         let below = mixed_bits(word) & ((1u64 << ((byte & 31) * 2)) - 1);
-        node = meta
-            .base
-            .wrapping_add(u32::from(
-                meta.before[(byte >> 5) as usize & (NODE_WORDS - 1)],
-            ))
+        node = m
+            .child_base(node, byte >> 5)
             .wrapping_add(below.count_ones());
         level += 1;
     }

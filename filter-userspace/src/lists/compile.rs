@@ -312,8 +312,10 @@ impl TrieMemory for Image {
             .map_or(0, |n| n.cells[word as usize])
     }
 
-    fn node_meta(&self, node: u32) -> NodeMeta {
-        self.meta.get(node as usize).copied().unwrap_or_default()
+    fn child_base(&self, node: u32, word: u32) -> u32 {
+        self.meta
+            .get(node as usize)
+            .map_or(0, |m| m.child_base(word))
     }
 }
 
