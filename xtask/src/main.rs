@@ -134,7 +134,9 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    privilege::warn_if_sudo_cargo();
+    if !matches!(cli.command, Cmd::DemoPrivileged { .. }) {
+        privilege::warn_if_sudo_cargo();
+    }
     match cli.command {
         Cmd::Setup => {
             prereqs::ensure(Need::Bench)?;

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 /// PATH for everything run as root (Debian's sudo secure_path).
 pub const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -74,15 +74,39 @@ fn have_terminal() -> bool {
         .is_ok()
 }
 
-/// What a user without working sudo can do instead; `why` says what needs root.
-fn remedies(why: &str, sudo_says: &str) -> String {
+/// Why sudo cannot be used.
+enum NoSudo {
+    Missing,
+    NoTerminal(String),
+    Refused,
+}
+
+/// What a user without working sudo can run instead; `why` says what needs root.
+fn remedies(why: &str, no: NoSudo) -> String {
     let user = user_name();
-    let mut msg = format!("{why} needs root, and {sudo_says}.\nEither run the same `cargo xtask` command as root, or, as root, give {user} sudo rights");
-    msg.push_str(&format!(
-        ":\n  apt-get install -y sudo\n  usermod -aG sudo {user}    # then log in again; sudo will ask for {user}'s password\nor, where no terminal can answer a password prompt (CI, scripts):\n  echo '{user} ALL=(ALL:ALL) NOPASSWD: ALL' > /etc/sudoers.d/{file} && chmod 0440 /etc/sudoers.d/{file}",
-        file = user.replace(['.', '~'], "_")
-    ));
-    msg
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let this = format!("cargo xtask {}", args.join(" "));
+    let file = user.replace(['.', '~'], "_");
+    let nopasswd = format!(
+        "echo '{user} ALL=(ALL:ALL) NOPASSWD: ALL' > /etc/sudoers.d/{file} && chmod 0440 /etc/sudoers.d/{file}"
+    );
+    match no {
+        NoSudo::Missing => format!(
+            "{why} needs root, and sudo is not installed. Either run `{this}` as root, or \
+             install sudo and give {user} sudo rights, as root:\n  apt-get install -y sudo\n  \
+             usermod -aG sudo {user}    # then log in again"
+        ),
+        NoSudo::NoTerminal(said) => format!(
+            "{why} needs root, and sudo needs a password but there is no terminal to ask for it \
+             (sudo said: {said}). Either run `{this}` from a terminal, or run it as root, or \
+             let {user} use sudo without a password, as root:\n  {nopasswd}"
+        ),
+        NoSudo::Refused => format!(
+            "{why} needs root, and `sudo -v` failed. Either run `{this}` as root, or give {user} \
+             sudo rights, as root:\n  usermod -aG sudo {user}    # then log in again\n\
+             or, without a password:\n  {nopasswd}"
+        ),
+    }
 }
 
 /// The sudo binary, once we know it runs commands for us without further questions.
@@ -93,32 +117,23 @@ pub fn sudo(why: &str) -> Result<&'static Path> {
         return Ok(p);
     }
     let Some(sudo) = find_program("sudo") else {
-        bail!(remedies(why, "sudo is not installed"));
+        bail!(remedies(why, NoSudo::Missing));
     };
     let quiet = Command::new(&sudo)
         .args(["-n", "true"])
         .stdin(Stdio::null())
-        .output();
-    match quiet {
-        Ok(out) if out.status.success() => {}
-        Ok(out) => {
-            let said = String::from_utf8_lossy(&out.stderr).trim().to_string();
-            if !have_terminal() {
-                bail!(remedies(
-                    why,
-                    &format!("sudo cannot run commands without a password and there is no terminal to ask for one (sudo said: {said})")
-                ));
-            }
-            eprintln!("xtask: {why} needs root: asking sudo (it may ask for your password)");
-            let asked = Command::new(&sudo).arg("-v").status();
-            if !asked.map(|s| s.success()).unwrap_or(false) {
-                bail!(remedies(why, "`sudo -v` failed"));
-            }
+        .output()
+        .with_context(|| format!("cannot run {}", sudo.display()))?;
+    if !quiet.status.success() {
+        let said = String::from_utf8_lossy(&quiet.stderr).trim().to_string();
+        if !have_terminal() {
+            bail!(remedies(why, NoSudo::NoTerminal(said)));
         }
-        Err(e) => bail!(remedies(
-            why,
-            &format!("{} cannot run: {e}", sudo.display())
-        )),
+        eprintln!("xtask: {why} needs root: asking sudo (it may ask for your password)");
+        let asked = Command::new(&sudo).arg("-v").status();
+        if !asked.map(|s| s.success()).unwrap_or(false) {
+            bail!(remedies(why, NoSudo::Refused));
+        }
     }
     Ok(SUDO.get_or_init(|| sudo))
 }
