@@ -217,3 +217,14 @@ pub fn give_back(dir: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runner_words_are_toml_strings() {
+        assert_eq!(toml_string("/usr/bin/sudo"), "\"/usr/bin/sudo\"");
+        assert_eq!(toml_string(r#"a"b\c"#), r#""a\"b\\c""#);
+    }
+}
