@@ -79,7 +79,7 @@ const ATTACKER: &str = "198.18.0.66";
 const BLOCKED_NET: &str = "198.18.0.64/26";
 
 /// Let Ctrl-C stop the child that shows counters, not us: we still have to clean up.
-fn ignore_sigint() {
+pub fn ignore_sigint() {
     // SAFETY: setting a signal disposition to SIG_IGN.
     unsafe {
         libc::signal(libc::SIGINT, libc::SIG_IGN);

@@ -1,10 +1,13 @@
-//! Prerequisites: checked quickly on every run, installed on a Debian host when run as root,
-//! printed as exact commands otherwise.
+//! Prerequisites: checked quickly on every run and installed on a Debian host when missing:
+//! Debian packages as root (through sudo for a normal user), and what lives in the home
+//! directory (rustup's rust-src, bpf-linker, cargo-fuzz) as whoever runs xtask.
 
 use std::path::Path;
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
+
+use crate::privilege;
 
 const LLVM_PACKAGES: &[&str] = &[
     "llvm-22-dev",
@@ -28,11 +31,6 @@ const BENCH_TOOLS: &[(&str, &str)] = &[
     ("iptables", "iptables"),
     ("ethtool", "ethtool"),
 ];
-
-fn is_root() -> bool {
-    // SAFETY: no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
 
 pub fn on_path(cmd: &str) -> bool {
     std::env::var_os("PATH")
@@ -101,7 +99,13 @@ impl Step {
     fn command(&self) -> String {
         match self {
             Step::RustSrc => "rustup component add rust-src --toolchain nightly".into(),
-            Step::Apt(p) => format!("apt-get update && apt-get install -y {}", p.join(" ")),
+            Step::Apt(p) => {
+                let sudo = if privilege::is_root() { "" } else { "sudo " };
+                format!(
+                    "{sudo}apt-get update && {sudo}apt-get install -y {}",
+                    p.join(" ")
+                )
+            }
             Step::BpfLinker => format!(
                 "LLVM_PREFIX=/usr/lib/llvm-22 cargo install bpf-linker --version '^{BPF_LINKER_VERSION}' --no-default-features --features llvm-22"
             ),
@@ -119,11 +123,13 @@ impl Step {
                 "nightly",
             ])),
             Step::Apt(p) => {
-                run(Command::new("apt-get").args(["update", "-q"]))?;
-                run(Command::new("apt-get")
+                let why = format!("installing {}", p.join(" "));
+                run(privilege::as_root(&why, "apt-get")?.args(["update", "-q"]))?;
+                // Through env: sudo would drop DEBIAN_FRONTEND from our environment.
+                run(privilege::as_root(&why, "env")?
+                    .args(["DEBIAN_FRONTEND=noninteractive", "apt-get"])
                     .args(["install", "-y", "-q", "--no-install-recommends"])
-                    .args(p)
-                    .env("DEBIAN_FRONTEND", "noninteractive"))
+                    .args(p))
             }
             Step::BpfLinker => run(Command::new("cargo")
                 .args([
@@ -189,18 +195,15 @@ pub fn ensure(need: Need) -> Result<()> {
     if steps.is_empty() {
         return Ok(());
     }
-    if !is_root() {
-        let mut msg = String::from(
-            "missing prerequisites; run these as root (or run `cargo xtask` as root to do it):\n",
-        );
-        for s in &steps {
-            msg.push_str(&format!("  {}\n", s.command()));
-        }
-        bail!(msg);
-    }
     for s in &steps {
         eprintln!("xtask: installing: {}", s.command());
-        s.apply()?;
+        s.apply().with_context(|| {
+            let all: Vec<String> = steps.iter().map(|s| format!("  {}", s.command())).collect();
+            format!(
+                "could not install prerequisites; these are the steps:\n{}\n",
+                all.join("\n")
+            )
+        })?;
     }
     Ok(())
 }
@@ -215,5 +218,12 @@ pub fn ensure_bpffs() -> Result<()> {
         return Ok(());
     }
     eprintln!("xtask: mounting bpffs at /sys/fs/bpf");
-    run(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))
+    run(
+        privilege::as_root("mounting bpffs at /sys/fs/bpf", "mount")?.args([
+            "-t",
+            "bpf",
+            "bpf",
+            "/sys/fs/bpf",
+        ]),
+    )
 }
