@@ -382,7 +382,9 @@ fn controller_errors_and_exit_codes() {
     assert!(err.contains("10.0.0.0/8"), "{err}");
 
     // A list file with bad lines changes nothing and names every bad line.
-    let path = std::env::temp_dir().join(format!("fg-list-{}.txt", std::process::id()));
+    // Removed on drop, also when an assertion below fails.
+    let file = test_support::TempFile::new("fg-list-", b"").unwrap();
+    let path = file.path.clone();
     std::fs::write(
         &path,
         "# test\n198.51.100.0/24\nnot-an-ip\n2001:db8::/32\n10.0.0.0/33\n",
@@ -408,7 +410,6 @@ fn controller_errors_and_exit_codes() {
     std::fs::write(&path, "203.0.113.0/24\n").unwrap();
     env.ok(&["block", "load", "--replace", path.to_str().unwrap()]);
     assert_eq!(env.ok(&["block", "list"]), "203.0.113.0/24\n");
-    std::fs::remove_file(&path).unwrap();
     let (code, _, err) = env.floodgate(&["block", "del", "192.0.2.0/24"]);
     assert_eq!(code, 2, "{err}");
     env.ok(&["block", "del", "203.0.113.0/24"]);
