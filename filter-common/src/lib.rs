@@ -13,10 +13,13 @@ extern crate std;
 pub mod cidr;
 #[cfg(feature = "std")]
 pub mod frames;
+pub mod limits;
 pub mod maps;
+pub mod packet;
 #[cfg(feature = "std")]
 pub mod model;
 pub mod parse;
+pub mod rules;
 pub mod trie;
 
 use bytemuck::{Pod, Zeroable};
@@ -45,16 +48,31 @@ pub enum Reason {
     DroppedMalformed = 4,
     /// Truncated or malformed frame, passed because the malformed policy says so.
     PassedMalformed = 5,
+    /// An L4 rule with action `drop` matched.
+    DroppedRule = 6,
+    /// A rate threshold (per source or global) was exceeded.
+    DroppedRateLimit = 7,
+    /// The source is banned (a limit with `ban_seconds` placed it, or an operator did).
+    DroppedBanned = 8,
+    /// Something in monitor mode would have dropped the packet; it passed.
+    Monitored = 9,
+    /// An L4 rule with action `pass` matched: nothing after it was looked at.
+    PassedRule = 10,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 6] = [
+    pub const ALL: [Reason; 11] = [
         Reason::Passed,
         Reason::PassedNonIp,
         Reason::PassedAllowlisted,
         Reason::DroppedBlocklist,
         Reason::DroppedMalformed,
         Reason::PassedMalformed,
+        Reason::DroppedRule,
+        Reason::DroppedRateLimit,
+        Reason::DroppedBanned,
+        Reason::Monitored,
+        Reason::PassedRule,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -65,11 +83,23 @@ impl Reason {
             Reason::DroppedBlocklist => "dropped-blocklist",
             Reason::DroppedMalformed => "dropped-malformed",
             Reason::PassedMalformed => "passed-malformed",
+            Reason::DroppedRule => "dropped-rule",
+            Reason::DroppedRateLimit => "dropped-rate-limit",
+            Reason::DroppedBanned => "dropped-banned",
+            Reason::Monitored => "monitored",
+            Reason::PassedRule => "passed-rule",
         }
     }
 
     pub const fn is_drop(self) -> bool {
-        matches!(self, Reason::DroppedBlocklist | Reason::DroppedMalformed)
+        matches!(
+            self,
+            Reason::DroppedBlocklist
+                | Reason::DroppedMalformed
+                | Reason::DroppedRule
+                | Reason::DroppedRateLimit
+                | Reason::DroppedBanned
+        )
     }
 
     pub fn from_u32(v: u32) -> Option<Reason> {
@@ -94,14 +124,33 @@ pub enum MalformedPolicy {
     Pass = 1,
 }
 
-/// Runtime settings read by the program once per packet (index 0 of the `CONFIG` array).
+/// The settings of one set (generation parity), read once per packet from `POLICY[set]`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
-pub struct FilterConfig {
+pub struct PolicyConfig {
     /// `MalformedPolicy` as u32.
     pub malformed_policy: u32,
-    pub reserved: [u32; 3],
+    /// `rules::MODE_ENFORCE` or `rules::MODE_MONITOR` for the block list.
+    pub block_mode: u32,
+    /// Rule bitmap words in use (0: no rules).
+    pub rule_words: u32,
+    /// Bit d set: some rule constrains dimension d.
+    pub rule_dims: u32,
+    /// Limits in use (`LIMITS[set][0..limits]`).
+    pub limits: u32,
+    /// `POLICY_*` flags.
+    pub flags: u32,
+    /// Prefix lengths bans are keyed by, per family (0 ends the list).
+    pub ban_prefixes_v4: [u8; 4],
+    pub ban_prefixes_v6: [u8; 4],
 }
+
+/// Bans may exist: look the source up.
+pub const POLICY_BANS: u32 = 1;
+/// Some global limit uses the known-sources table: record sources in peacetime.
+pub const POLICY_KNOWN: u32 = 2;
+/// Some limit uses protected prefixes: look them up before limiting.
+pub const POLICY_PROTECTED: u32 = 4;
 
 /// One attached interface, kept in a map so that `status` works after the controller exited.
 #[repr(C)]
@@ -119,23 +168,36 @@ pub struct Attachment {
 pub enum ListKind {
     Allow = 0,
     Block = 1,
+    /// Never rate-limited or banned, and guarded against being blocked.
+    Protected = 2,
 }
 
 impl ListKind {
-    pub const ALL: [ListKind; 2] = [ListKind::Allow, ListKind::Block];
+    pub const ALL: [ListKind; 3] = [ListKind::Allow, ListKind::Block, ListKind::Protected];
 
     pub const fn name(self) -> &'static str {
         match self {
             ListKind::Allow => "allow",
             ListKind::Block => "block",
+            ListKind::Protected => "protected",
         }
     }
 
-    /// The cell verdict an entry of this list stands for (allow wins: it is the larger).
+    /// The trie the list is compiled into.
+    pub const fn trie(self) -> u32 {
+        match self {
+            ListKind::Allow | ListKind::Block => trie::TRIE_LISTS,
+            ListKind::Protected => trie::TRIE_PROTECTED,
+        }
+    }
+
+    /// The cell verdict an entry of this list stands for in its trie (allow wins over
+    /// block: it is the larger).
     pub const fn verdict(self) -> u64 {
         match self {
             ListKind::Allow => trie::CELL_ALLOW,
             ListKind::Block => trie::CELL_BLOCK,
+            ListKind::Protected => trie::CELL_PROTECTED,
         }
     }
 }
@@ -148,7 +210,15 @@ mod user {
     use super::*;
     // SAFETY: all of these are #[repr(C)] plain data without padding (bytemuck::Pod checks that).
     unsafe impl aya::Pod for Counter {}
-    unsafe impl aya::Pod for FilterConfig {}
+    unsafe impl aya::Pod for PolicyConfig {}
+    unsafe impl aya::Pod for rules::RuleBits {}
+    unsafe impl aya::Pod for limits::LimitConf {}
+    unsafe impl aya::Pod for limits::SourceKey {}
+    unsafe impl aya::Pod for limits::Bucket {}
+    unsafe impl aya::Pod for limits::GlobalBucket {}
+    unsafe impl aya::Pod for limits::BanKey {}
+    unsafe impl aya::Pod for limits::Ban {}
+    unsafe impl aya::Pod for limits::KnownKey {}
     unsafe impl aya::Pod for Attachment {}
     unsafe impl aya::Pod for trie::Node {}
     unsafe impl aya::Pod for trie::NodeMeta {}

@@ -6,37 +6,84 @@
 //! | name | kind | key -> value | what |
 //! | --- | --- | --- | --- |
 //! | `COUNTERS` | per-CPU array | slot * REASON_SLOTS + reason -> [`Counter`](crate::Counter) | packets and bytes per interface and reason |
-//! | `CONFIG` | array | 0 -> [`FilterConfig`](crate::FilterConfig) | malformed policy |
 //! | `IFACE_SLOTS` | array | ifindex -> u32 | counter slot of an interface (0: "other") |
 //! | `STATE` | array, mmapable | 0 -> u64 | generation word: bit 0 is the active set ([`state`]) |
-//! | `LIST_ROOT` | array, mmapable | (set, family, /16 / 32) -> u64 | root cells, see [`trie`](crate::trie) |
-//! | `LIST_PARTS` | array, mmapable | (set, family, /16) -> u64 | partition entries |
+//! | `POLICY` | array, mmapable | set -> [`PolicyConfig`](crate::PolicyConfig) | malformed policy, block-list mode, what is in use |
+//! | `LIST_ROOT` | array, mmapable | (set, trie, family, /16 / 32) -> u64 | root cells, see [`trie`](crate::trie) |
+//! | `LIST_PARTS` | array, mmapable | (set, trie, family, /16) -> u64 | partition entries |
 //! | `LIST_NODES` | array, mmapable | node -> [`Node`](crate::trie::Node) | the node pool: cells |
 //! | `LIST_META` | array, mmapable | node -> [`NodeMeta`](crate::trie::NodeMeta) | the node pool: child positions |
+//! | `RULE_CLASSES` | array, mmapable | (set, dim, value / 4) -> u64 | value classes, see [`rules`](crate::rules) |
+//! | `RULE_BITS` | array, mmapable | (set, dim, class) -> [`RuleBits`](crate::rules::RuleBits) | rules accepting a class |
+//! | `RULE_INFO` | array, mmapable | (set, rule) -> u64 | action, mode, counter slot |
+//! | `RULE_MONITOR` | array, mmapable | set -> `RuleBits` | rules in monitor mode |
+//! | `RULE_COUNTERS` | per-CPU array | counter slot -> `Counter` | packets and bytes each rule matched |
+//! | `LIMITS` | array, mmapable | (set, limit) -> [`LimitConf`](crate::limits::LimitConf) | the limits |
+//! | `LIMIT_COUNTERS` | per-CPU array | counter slot -> `Counter` | packets and bytes each limit refused (or would have) |
+//! | `SOURCE_BUCKETS` | LRU hash | [`SourceKey`](crate::limits::SourceKey) -> [`Bucket`](crate::limits::Bucket) | per-source buckets, shared by all CPUs |
+//! | `GLOBAL_BUCKETS` | per-CPU array | limit * MAX_INTERFACES + slot -> [`GlobalBucket`](crate::limits::GlobalBucket) | global buckets, the rate split over CPUs |
+//! | `SKETCH` | per-CPU array | slot -> u32 | count-min sketch deciding which sources get a bucket |
+//! | `BANS` | LRU hash | [`BanKey`](crate::limits::BanKey) -> [`Ban`](crate::limits::Ban) | banned sources and when each ban lapses |
+//! | `KNOWN` | LRU hash | [`KnownKey`](crate::limits::KnownKey) -> u64 | sources seen in peacetime |
+//! | `AYA_LOGS`, `AYA_LOG_BUF` | aya-log | | rare kernel-side events (a ban placed) |
 //!
 //! The controller adds maps the program never reads: `ATTACHMENTS` (attached interfaces) and
 //! one snapshot per generation under `state/` (the entries as entered, see the controller).
 
 pub const COUNTERS: &str = "COUNTERS";
-pub const CONFIG: &str = "CONFIG";
 pub const IFACE_SLOTS: &str = "IFACE_SLOTS";
 pub const STATE: &str = "STATE";
+pub const POLICY: &str = "POLICY";
 pub const LIST_ROOT: &str = "LIST_ROOT";
 pub const LIST_PARTS: &str = "LIST_PARTS";
 pub const LIST_NODES: &str = "LIST_NODES";
 pub const LIST_META: &str = "LIST_META";
+pub const RULE_CLASSES: &str = "RULE_CLASSES";
+pub const RULE_BITS: &str = "RULE_BITS";
+pub const RULE_INFO: &str = "RULE_INFO";
+pub const RULE_MONITOR: &str = "RULE_MONITOR";
+pub const RULE_COUNTERS: &str = "RULE_COUNTERS";
+pub const LIMITS: &str = "LIMITS";
+pub const LIMIT_COUNTERS: &str = "LIMIT_COUNTERS";
+pub const SOURCE_BUCKETS: &str = "SOURCE_BUCKETS";
+pub const GLOBAL_BUCKETS: &str = "GLOBAL_BUCKETS";
+pub const SKETCH: &str = "SKETCH";
+pub const BANS: &str = "BANS";
+pub const KNOWN: &str = "KNOWN";
+/// aya-log's maps (named by aya-log-ebpf).
+pub const AYA_LOGS: &str = "AYA_LOGS";
+pub const AYA_LOG_BUF: &str = "AYA_LOG_BUF";
 
 /// Maps the product object declares, in the order `status` lists them.
-pub const PRODUCT_MAPS: [&str; 8] = [
+pub const PRODUCT_MAPS: [&str; 22] = [
     COUNTERS,
-    CONFIG,
     IFACE_SLOTS,
     STATE,
+    POLICY,
     LIST_ROOT,
     LIST_PARTS,
     LIST_NODES,
     LIST_META,
+    RULE_CLASSES,
+    RULE_BITS,
+    RULE_INFO,
+    RULE_MONITOR,
+    RULE_COUNTERS,
+    LIMITS,
+    LIMIT_COUNTERS,
+    SOURCE_BUCKETS,
+    GLOBAL_BUCKETS,
+    SKETCH,
+    BANS,
+    KNOWN,
+    AYA_LOGS,
+    AYA_LOG_BUF,
 ];
+
+/// Counter slots for rules and limits (a slot follows a rule or limit by name across
+/// policy changes).
+pub const RULE_COUNTER_SLOTS: u32 = crate::rules::MAX_RULES;
+pub const LIMIT_COUNTER_SLOTS: u32 = crate::limits::MAX_LIMITS;
 
 /// Controller-only map of attached interfaces.
 pub const ATTACHMENTS: &str = "ATTACHMENTS";

@@ -1,11 +1,18 @@
 //! Reference model of the verdict: plain Rust over byte slices, written for clarity rather than
-//! speed. Differential tests run the same frames through the XDP program and through this model
-//! and require the same reason for every frame.
+//! speed, sharing nothing with the program's lookup structures (lists are prefix lists, rules
+//! a linear scan of predicates, limits a map of buckets with time passed in). Differential
+//! tests run the same frames through the XDP program and through this model and require the
+//! same reason for every frame.
 
+use crate::limits::{gcra, BYTE_TICKS_PER_NS};
+use crate::packet::*;
 use crate::parse::*;
+use crate::rules::{dim_value, DIMS};
+use crate::trie::Family;
 use crate::{MalformedPolicy, Reason};
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnet::IpNet;
+use std::collections::HashMap;
 use std::vec::Vec;
 
 /// What the parser found in a frame.
@@ -15,9 +22,20 @@ pub enum Parsed {
     NonIp,
     /// Claims to be IP but is truncated, inconsistent or too deeply nested.
     Malformed,
-    /// A well-formed IP packet; `l4` is the transport protocol whose header was checked to be
-    /// present, or `None` when there is none to see (non-first fragment, other protocols).
-    Ip { src: IpAddr, l4: Option<u8> },
+    /// A well-formed IP packet.
+    Ip(Packet),
+}
+
+impl Packet {
+    /// The source as an address.
+    pub fn src(&self) -> IpAddr {
+        match self.family {
+            Family::V4 => IpAddr::V4(Ipv4Addr::from((self.src_hi >> 32) as u32)),
+            Family::V6 => IpAddr::V6(Ipv6Addr::from(
+                (u128::from(self.src_hi) << 64) | u128::from(self.src_lo),
+            )),
+        }
+    }
 }
 
 fn be16(b: &[u8], at: usize) -> Option<u16> {
@@ -35,21 +53,32 @@ fn l4_min_len(proto: u8, v6: bool) -> Option<usize> {
     }
 }
 
-/// Check the transport header at `off` inside a packet that ends at `end`.
-fn check_l4(frame: &[u8], off: usize, end: usize, proto: u8, v6: bool) -> Option<Option<u8>> {
-    let Some(min) = l4_min_len(proto, v6) else {
-        return Some(None);
+/// Check the transport header of `p.proto` at `off` inside a packet that ends at `end`, and
+/// read its ports, flags or ICMP type.
+fn parse_l4(frame: &[u8], off: usize, end: usize, v6: bool, p: &mut Packet) -> Option<()> {
+    let Some(min) = l4_min_len(p.proto, v6) else {
+        return Some(());
     };
     if off + min > end {
         return None;
     }
-    if proto == IPPROTO_TCP {
-        let doff = usize::from(frame[off + 12] >> 4) * 4;
-        if doff < TCP_MIN_HDR_LEN || off + doff > end {
-            return None;
+    match p.proto {
+        IPPROTO_TCP => {
+            let doff = usize::from(frame[off + 12] >> 4) * 4;
+            if doff < TCP_MIN_HDR_LEN || off + doff > end {
+                return None;
+            }
+            p.sport = u32::from(be16(frame, off)?);
+            p.dport = u32::from(be16(frame, off + 2)?);
+            p.tcp_flags = u32::from(frame[off + 13]);
         }
+        IPPROTO_UDP => {
+            p.sport = u32::from(be16(frame, off)?);
+            p.dport = u32::from(be16(frame, off + 2)?);
+        }
+        _ => p.icmp_type = u32::from(frame[off]),
     }
-    Some(Some(proto))
+    Some(())
 }
 
 pub fn parse_frame(frame: &[u8]) -> Parsed {
@@ -87,17 +116,20 @@ fn parse_ipv4(frame: &[u8], off: usize) -> Option<Parsed> {
     if ihl < IPV4_MIN_HDR_LEN || total < ihl || off + total > frame.len() {
         return None;
     }
-    let src = Ipv4Addr::new(hdr[12], hdr[13], hdr[14], hdr[15]);
-    let frag_offset = u16::from_be_bytes([hdr[6], hdr[7]]) & 0x1fff;
-    let l4 = if frag_offset != 0 {
-        None
-    } else {
-        check_l4(frame, off + ihl, off + total, hdr[9], false)?
-    };
-    Some(Parsed::Ip {
-        src: IpAddr::V4(src),
-        l4,
-    })
+    let mut p = Packet::v4(u32::from_be_bytes([hdr[12], hdr[13], hdr[14], hdr[15]]));
+    p.proto = hdr[9];
+    p.ttl = hdr[8];
+    p.len = total as u32;
+    let frags = u16::from_be_bytes([hdr[6], hdr[7]]);
+    if frags & 0x1fff != 0 {
+        p.frag = FRAG_LATER;
+        return Some(Parsed::Ip(p));
+    }
+    if frags & 0x2000 != 0 {
+        p.frag = FRAG_FIRST;
+    }
+    parse_l4(frame, off + ihl, off + total, false, &mut p)?;
+    Some(Parsed::Ip(p))
 }
 
 fn parse_ipv6(frame: &[u8], off: usize) -> Option<Parsed> {
@@ -118,7 +150,10 @@ fn parse_ipv6(frame: &[u8], off: usize) -> Option<Parsed> {
     }
     let mut src = [0u8; 16];
     src.copy_from_slice(&hdr[8..24]);
-    let src = IpAddr::V6(Ipv6Addr::from(src));
+    let src = u128::from_be_bytes(src);
+    let mut p = Packet::v6((src >> 64) as u64, src as u64);
+    p.ttl = hdr[7];
+    p.len = (end - off) as u32;
     let mut at = off + IPV6_HDR_LEN;
     let mut walked = 0;
     while let IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_FRAGMENT = next {
@@ -135,8 +170,11 @@ fn parse_ipv6(frame: &[u8], off: usize) -> Option<Parsed> {
             let frag_offset = u16::from_be_bytes([frame[at + 2], frame[at + 3]]) >> 3;
             at += IPV6_FRAG_HDR_LEN;
             if frag_offset != 0 {
-                return Some(Parsed::Ip { src, l4: None });
+                p.frag = FRAG_LATER;
+                p.proto = next;
+                return Some(Parsed::Ip(p));
             }
+            p.frag = FRAG_FIRST;
         } else {
             let len = (usize::from(frame[at + 1]) + 1) * 8;
             if at + len > end {
@@ -145,15 +183,43 @@ fn parse_ipv6(frame: &[u8], off: usize) -> Option<Parsed> {
             at += len;
         }
     }
-    let l4 = check_l4(frame, at, end, next, true)?;
-    Some(Parsed::Ip { src, l4 })
+    p.proto = next;
+    parse_l4(frame, at, end, true, &mut p)?;
+    Some(Parsed::Ip(p))
 }
 
-/// The configuration the XDP program enforces, in its plainest form.
+/// One rule in its plainest form: per dimension (`rules::DIM_*`), the value ranges it accepts
+/// (`None`: any value). The program's tables are compiled from these; the model scans them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RuleSpec {
+    pub drop: bool,
+    pub monitor: bool,
+    pub ranges: [Option<Vec<(u32, u32)>>; DIMS as usize],
+}
+
+impl RuleSpec {
+    pub fn matches(&self, p: &Packet) -> bool {
+        (0..DIMS).all(|d| match &self.ranges[d as usize] {
+            None => true,
+            Some(r) => {
+                let v = dim_value(p, d);
+                r.iter().any(|&(a, b)| a <= v && v <= b)
+            }
+        })
+    }
+}
+
+/// The configuration the XDP program enforces, in its plainest form. Rate limits are modelled
+/// apart ([`ReferenceLimiter`]), with time passed in.
 #[derive(Clone, Debug, Default)]
 pub struct ReferenceFilter {
     pub allow: Vec<IpNet>,
     pub block: Vec<IpNet>,
+    /// The block list in monitor mode: hits pass as `monitored`.
+    pub block_monitor: bool,
+    /// Banned prefixes (live bans only).
+    pub bans: Vec<IpNet>,
+    pub rules: Vec<RuleSpec>,
     pub malformed_policy: MalformedPolicy,
 }
 
@@ -165,15 +231,116 @@ impl ReferenceFilter {
                 MalformedPolicy::Drop => Reason::DroppedMalformed,
                 MalformedPolicy::Pass => Reason::PassedMalformed,
             },
-            Parsed::Ip { src, .. } => {
-                if self.allow.iter().any(|n| n.contains(&src)) {
-                    Reason::PassedAllowlisted
-                } else if self.block.iter().any(|n| n.contains(&src)) {
-                    Reason::DroppedBlocklist
-                } else {
-                    Reason::Passed
+            Parsed::Ip(p) => self.judge(&p),
+        }
+    }
+
+    /// The reason for a parsed packet, before rate limits.
+    pub fn judge(&self, p: &Packet) -> Reason {
+        let src = p.src();
+        if self.allow.iter().any(|n| n.contains(&src)) {
+            return Reason::PassedAllowlisted;
+        }
+        if self.bans.iter().any(|n| n.contains(&src)) {
+            return Reason::DroppedBanned;
+        }
+        let mut monitored = false;
+        if self.block.iter().any(|n| n.contains(&src)) {
+            if !self.block_monitor {
+                return Reason::DroppedBlocklist;
+            }
+            monitored = true;
+        }
+        // Rules in monitor mode are looked past; the first of them that matches ahead of the
+        // deciding rule is the one that counts.
+        let mut first_monitor = None;
+        for rule in &self.rules {
+            if rule.matches(p) {
+                if rule.monitor {
+                    first_monitor.get_or_insert(rule);
+                    continue;
                 }
+                return if rule.drop {
+                    Reason::DroppedRule
+                } else {
+                    Reason::PassedRule
+                };
             }
         }
+        monitored |= first_monitor.is_some_and(|r| r.drop);
+        if monitored {
+            Reason::Monitored
+        } else {
+            Reason::Passed
+        }
+    }
+}
+
+/// A limit as the model sees it: costs and tolerances as the controller computes them for the
+/// program (`LimitConf`), per source (shared by CPUs) or global (one CPU).
+#[derive(Clone, Debug, Default)]
+pub struct LimitSpec {
+    pub classes: u32,
+    pub per_source: bool,
+    pub prefix: u32,
+    pub pkt_cost: u64,
+    pub pkt_tolerance: u64,
+    pub byte_cost: u64,
+    pub byte_tolerance: u64,
+}
+
+/// Rate limits with time passed in: one bucket per (limit, source prefix), the same GCRA the
+/// program runs, but in a plain map.
+#[derive(Clone, Debug, Default)]
+pub struct ReferenceLimiter {
+    pub limits: Vec<LimitSpec>,
+    buckets: HashMap<(usize, u64, u64), (u64, u64)>,
+}
+
+impl ReferenceLimiter {
+    pub fn new(limits: Vec<LimitSpec>) -> Self {
+        Self {
+            limits,
+            buckets: HashMap::new(),
+        }
+    }
+
+    /// Whether a packet at `now_ns` passes every limit (and charges the buckets it passes).
+    pub fn admit(&mut self, p: &Packet, now_ns: u64) -> bool {
+        let classes = crate::limits::classes_of(p);
+        for (i, l) in self.limits.iter().enumerate() {
+            if classes & l.classes == 0 {
+                continue;
+            }
+            let (hi, lo) = if l.per_source {
+                crate::limits::masked(p.src_hi, p.src_lo, l.prefix)
+            } else {
+                (0, 0)
+            };
+            let (pkt_tat, byte_tat) = self.buckets.entry((i, hi, lo)).or_default();
+            let pkt = if l.pkt_cost == 0 {
+                Some(*pkt_tat)
+            } else {
+                gcra(*pkt_tat, now_ns, l.pkt_cost, l.pkt_tolerance)
+            };
+            let byte = if l.byte_cost == 0 {
+                Some(*byte_tat)
+            } else {
+                gcra(
+                    *byte_tat,
+                    now_ns * BYTE_TICKS_PER_NS,
+                    u64::from(p.len) * l.byte_cost,
+                    l.byte_tolerance,
+                )
+            };
+            match (pkt, byte) {
+                (Some(a), Some(b)) => {
+                    *pkt_tat = a;
+                    *byte_tat = b;
+                }
+                _ => return false,
+            }
+        }
+        true
     }
 }

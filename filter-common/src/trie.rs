@@ -82,10 +82,17 @@ pub const NODE_WORDS: usize = (NODE_CELLS / 32) as usize;
 /// Root cells per family and u64 words holding them.
 pub const ROOT_CELLS: u32 = 1 << ROOT_BITS;
 pub const ROOT_WORDS: u32 = ROOT_CELLS / 32;
-/// Root tables exist once per set (generation parity) and family.
+/// Root tables exist once per set (generation parity), trie and family.
 pub const SETS: u32 = 2;
-pub const ROOT_TABLE_WORDS: u32 = SETS * 2 * ROOT_WORDS;
-pub const PARTS_ENTRIES: u32 = SETS * 2 * ROOT_CELLS;
+/// The tries: the allow and block lists (`CELL_NONE`/`CELL_BLOCK`/`CELL_ALLOW`), and the
+/// protected prefixes (`CELL_PROTECTED`).
+pub const TRIE_LISTS: u32 = 0;
+pub const TRIE_PROTECTED: u32 = 1;
+pub const TRIES: u32 = 2;
+/// A protected prefix's cell verdict.
+pub const CELL_PROTECTED: u64 = 1;
+pub const ROOT_TABLE_WORDS: u32 = SETS * TRIES * 2 * ROOT_WORDS;
+pub const PARTS_ENTRIES: u32 = SETS * TRIES * 2 * ROOT_CELLS;
 /// `PARTS` entries: the partition's first node in the low 32 bits, the verdict of the
 /// prefixes that cover the whole /16 (its *cover*) above.
 pub const PART_COVER_SHIFT: u32 = 32;
@@ -124,16 +131,22 @@ pub const fn mixed_bits(word: u64) -> u64 {
     word & (word >> 1) & CELL_LOW_BITS
 }
 
-/// Index of a family's root words in `LIST_ROOT` for one set.
+/// Which root table: set, trie and family.
 #[inline(always)]
-pub const fn root_word_index(set: u32, family: Family, p16: u32) -> u32 {
-    ((set * 2 + family as u32) * ROOT_WORDS) | (p16 >> 5)
+pub const fn table(set: u32, trie: u32, family: Family) -> u32 {
+    (set * TRIES + trie) * 2 + family as u32
 }
 
-/// Index of a /16's partition entry in `LIST_PARTS` for one set.
+/// Index of a /16's root word in `LIST_ROOT`.
 #[inline(always)]
-pub const fn part_index(set: u32, family: Family, p16: u32) -> u32 {
-    ((set * 2 + family as u32) * ROOT_CELLS) | (p16 & (ROOT_CELLS - 1))
+pub const fn root_word_index(table: u32, p16: u32) -> u32 {
+    (table * ROOT_WORDS) | (p16 >> 5)
+}
+
+/// Index of a /16's partition entry in `LIST_PARTS`.
+#[inline(always)]
+pub const fn part_index(table: u32, p16: u32) -> u32 {
+    (table * ROOT_CELLS) | (p16 & (ROOT_CELLS - 1))
 }
 
 #[inline(always)]
@@ -177,17 +190,26 @@ const fn max(a: u64, b: u64) -> u64 {
     }
 }
 
-/// The verdict ([`CELL_NONE`], [`CELL_BLOCK`] or [`CELL_ALLOW`]) for an address in set `set`.
-/// IPv4 addresses are passed as `hi = addr << 32, lo = 0`. At most one root word, one
-/// partition entry and, per level, one cell word and one meta entry are read.
+/// The verdict of trie `trie` for an address in set `set`: for the lists [`CELL_NONE`],
+/// [`CELL_BLOCK`] or [`CELL_ALLOW`]. IPv4 addresses are passed as `hi = addr << 32, lo = 0`.
+/// At most one root word, one partition entry and, per level, one cell word and one meta
+/// entry are read.
 #[inline(always)]
-pub fn lookup<M: TrieMemory>(m: &M, set: u32, family: Family, hi: u64, lo: u64) -> u64 {
+pub fn lookup<M: TrieMemory>(
+    m: &M,
+    set: u32,
+    trie: u32,
+    family: Family,
+    hi: u64,
+    lo: u64,
+) -> u64 {
     let p16 = (hi >> 48) as u32;
-    let cell = cell_of(m.root_word(root_word_index(set, family, p16)), p16);
+    let t = table(set, trie, family);
+    let cell = cell_of(m.root_word(root_word_index(t, p16)), p16);
     if cell != CELL_MIXED {
         return cell;
     }
-    let part = m.part(part_index(set, family, p16));
+    let part = m.part(part_index(t, p16));
     let cover = (part >> PART_COVER_SHIFT) & 3;
     let mut node = part as u32;
     let levels = family.levels();

@@ -15,8 +15,9 @@ mod programs {
     use aya_ebpf::maps::lpm_trie::{Key, LpmTrie};
     use aya_ebpf::programs::XdpContext;
     use filter_common::parse::{ETH_P_IPV4, ETH_P_IPV6};
+    use filter_common::trie::Family;
     use filter_common::Reason;
-    use filter_ebpf::parse::{self, Parsed, Source};
+    use filter_ebpf::parse::{self, Packet, Parsed};
     use filter_ebpf::{decide, observe};
 
     const BPF_F_NO_PREALLOC: u32 = 1;
@@ -30,29 +31,33 @@ mod programs {
     static BENCH_LPM_V6: LpmTrie<[u8; 16], u8> =
         LpmTrie::with_max_entries(1 << 21, BPF_F_NO_PREALLOC);
 
+    /// The packet with a fresh random source (IPv6 inside 2000::/3, where real lists and
+    /// real attackers live).
     #[inline(always)]
-    fn random_source(src: Source) -> Source {
+    fn random_source(mut p: Packet) -> Packet {
         // SAFETY: helper without preconditions.
         let r = || unsafe { bpf_get_prandom_u32() };
-        match src {
-            Source::V4(_) => Source::V4(r()),
-            // Keep the bench inside 2000::/3, where real lists and real attackers live.
-            Source::V6(_, _) => Source::V6(
-                (0x2000_0000_0000_0000 | (u64::from(r()) << 32 | u64::from(r())) >> 3)
-                    & 0x3fff_ffff_ffff_ffff,
-                u64::from(r()) << 32 | u64::from(r()),
-            ),
+        match p.family {
+            Family::V4 => p.src_hi = u64::from(r()) << 32,
+            Family::V6 => {
+                p.src_hi = (0x2000_0000_0000_0000 | (u64::from(r()) << 32 | u64::from(r())) >> 3)
+                    & 0x3fff_ffff_ffff_ffff;
+                p.src_lo = u64::from(r()) << 32 | u64::from(r());
+            }
         }
+        p
     }
 
     #[inline(always)]
-    fn lpm_blocked(src: Source) -> bool {
-        match src {
-            Source::V4(a) => BENCH_LPM_V4.get(&Key::new(32, a.to_be_bytes())).is_some(),
-            Source::V6(hi, lo) => {
+    fn lpm_blocked(p: &Packet) -> bool {
+        match p.family {
+            Family::V4 => BENCH_LPM_V4
+                .get(&Key::new(32, ((p.src_hi >> 32) as u32).to_be_bytes()))
+                .is_some(),
+            Family::V6 => {
                 let mut data = [0u8; 16];
-                data[..8].copy_from_slice(&hi.to_be_bytes());
-                data[8..].copy_from_slice(&lo.to_be_bytes());
+                data[..8].copy_from_slice(&p.src_hi.to_be_bytes());
+                data[8..].copy_from_slice(&p.src_lo.to_be_bytes());
                 BENCH_LPM_V6.get(&Key::new(128, data)).is_some()
             }
         }
@@ -60,7 +65,7 @@ mod programs {
 
     #[inline(always)]
     fn finish(ctx: &XdpContext, reason: Reason) -> u32 {
-        observe::count(ctx, reason);
+        observe::count(ctx, observe::slot(ctx), reason);
         if reason.is_drop() {
             xdp_action::XDP_DROP
         } else {
@@ -72,9 +77,10 @@ mod programs {
     /// of replaying one frame through BPF_PROG_TEST_RUN.
     #[xdp]
     pub fn bench_random_source(ctx: XdpContext) -> u32 {
+        let slot = observe::slot(&ctx);
         let reason = match parse::packet(&ctx) {
-            Parsed::Ip(src) => decide::judge_source(decide::active_set(), random_source(src)),
-            other => decide::verdict(other),
+            Parsed::Ip(p) => decide::judge(&ctx, decide::active_set(), &random_source(p), slot),
+            other => decide::verdict(&ctx, other, slot),
         };
         finish(&ctx, reason)
     }
@@ -83,14 +89,14 @@ mod programs {
     #[xdp]
     pub fn bench_random_lpm(ctx: XdpContext) -> u32 {
         let reason = match parse::packet(&ctx) {
-            Parsed::Ip(src) => {
-                if lpm_blocked(random_source(src)) {
+            Parsed::Ip(p) => {
+                if lpm_blocked(&random_source(p)) {
                     Reason::DroppedBlocklist
                 } else {
                     Reason::Passed
                 }
             }
-            other => decide::verdict(other),
+            other => decide::verdict(&ctx, other, observe::slot(&ctx)),
         };
         finish(&ctx, reason)
     }
@@ -99,13 +105,16 @@ mod programs {
     #[xdp]
     pub fn bench_random_floor(ctx: XdpContext) -> u32 {
         let reason = match parse::packet(&ctx) {
-            Parsed::Ip(src) => match random_source(src) {
-                Source::V4(0) => Reason::DroppedBlocklist,
-                _ => Reason::Passed,
-            },
+            Parsed::Ip(p) => {
+                if random_source(p).src_hi == 0 {
+                    Reason::DroppedBlocklist
+                } else {
+                    Reason::Passed
+                }
+            }
             _ => Reason::DroppedMalformed,
         };
-        observe::count(&ctx, reason);
+        observe::count(&ctx, observe::slot(&ctx), reason);
         xdp_action::XDP_PASS
     }
 
@@ -120,11 +129,12 @@ mod programs {
     #[xdp]
     pub fn bench_rng_only(ctx: XdpContext) -> u32 {
         let v6 = parse::be16_at(&ctx, 12) == Some(ETH_P_IPV6);
-        let src = if v6 { Source::V6(0, 0) } else { Source::V4(0) };
-        match random_source(src) {
-            // Never true; keeps the calls from being optimised away.
-            Source::V4(a) if a == 1 && v6 => xdp_action::XDP_PASS,
-            _ => xdp_action::XDP_DROP,
+        let p = if v6 { Packet::v6(0, 0) } else { Packet::v4(0) };
+        // Never true; keeps the calls from being optimised away.
+        if random_source(p).src_lo == 1 && !v6 {
+            xdp_action::XDP_PASS
+        } else {
+            xdp_action::XDP_DROP
         }
     }
 
@@ -154,13 +164,11 @@ mod programs {
                 }
             }
             Some(ETH_P_IPV6) => {
-                if let (Some(p), Source::V6(hi, lo)) = (
-                    parse::ptr_at::<[u8; 16]>(&ctx, IPV6_SRC),
-                    random_source(Source::V6(0, 0)),
-                ) {
+                if let Some(p) = parse::ptr_at::<[u8; 16]>(&ctx, IPV6_SRC) {
+                    let r = random_source(Packet::v6(0, 0));
                     let mut a = [0u8; 16];
-                    a[..8].copy_from_slice(&hi.to_be_bytes());
-                    a[8..].copy_from_slice(&lo.to_be_bytes());
+                    a[..8].copy_from_slice(&r.src_hi.to_be_bytes());
+                    a[8..].copy_from_slice(&r.src_lo.to_be_bytes());
                     // SAFETY: as above.
                     unsafe { core::ptr::write_unaligned(p.cast_mut(), a) };
                 }

@@ -14,8 +14,9 @@ mod program {
 
     #[xdp]
     pub fn floodgate(ctx: XdpContext) -> u32 {
-        let reason = decide::verdict(parse::packet(&ctx));
-        observe::count(&ctx, reason);
+        let slot = observe::slot(&ctx);
+        let reason = decide::verdict(&ctx, parse::packet(&ctx), slot);
+        observe::count(&ctx, slot, reason);
         if reason.is_drop() {
             xdp_action::XDP_DROP
         } else {

@@ -52,10 +52,40 @@ pub enum Command {
         #[arg(long)]
         all: bool,
     },
-    /// Show attached interfaces, list sizes and map fill levels.
+    /// Show what is loaded and attached, the policy in force (generation, rules, limits),
+    /// list sizes, pool use, bans and kernel memory.
     Status {
         #[arg(long)]
         json: bool,
+    },
+    /// Check a policy file; every problem is reported as FILE:LINE:COLUMN. Needs no root.
+    Check {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply a policy file: lists, rules, limits and settings switch at once.
+    Apply {
+        file: PathBuf,
+        /// Say what would change; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Apply even if it would lock out your SSH session or a protected prefix.
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show and edit bans (placed by limits with ban_seconds, or by hand).
+    Bans(BansArgs),
+    /// Run as a daemon: attach and apply FILE, re-apply on SIGHUP and when it changes.
+    Run {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Detach from the policy's interfaces on SIGTERM (by default the filter keeps
+        /// enforcing after the daemon exits).
+        #[arg(long)]
+        detach_on_exit: bool,
     },
     /// Manage the blocklist: sources that are dropped.
     Block(ListArgs),
@@ -125,6 +155,9 @@ pub enum ListAction {
     Add {
         #[arg(required = true, value_name = "CIDR")]
         entries: Vec<String>,
+        /// Block even if it covers your SSH client or a protected prefix.
+        #[arg(long)]
+        force: bool,
     },
     /// Remove entries exactly as they were added.
     Del {
@@ -140,7 +173,42 @@ pub enum ListAction {
         /// Make the list exactly the file's entries (entries not in the file are removed).
         #[arg(long)]
         replace: bool,
+        /// Block even if it covers your SSH client or a protected prefix.
+        #[arg(long)]
+        force: bool,
     },
     /// Remove every entry.
+    Flush,
+}
+
+#[derive(Args, Debug)]
+pub struct BansArgs {
+    #[command(subcommand)]
+    pub action: BansAction,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BansAction {
+    /// Every ban with the seconds it has left.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ban sources (addresses or CIDRs) for SECONDS.
+    Add {
+        #[arg(required = true, value_name = "CIDR")]
+        entries: Vec<String>,
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=2_592_000))]
+        seconds: u32,
+        /// Ban even your SSH client or a protected prefix.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Lift bans.
+    Del {
+        #[arg(required = true, value_name = "CIDR")]
+        entries: Vec<String>,
+    },
+    /// Lift every ban.
     Flush,
 }

@@ -9,9 +9,17 @@ pub fn usage(msg: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(UsageError(msg.into()))
 }
 
+/// A structured usage error (an invalid policy keeps its problems for `--json`).
+pub fn usage_error(e: crate::policy::Invalid) -> anyhow::Error {
+    anyhow::Error::new(e)
+}
+
 /// Exit code for an error chain: 2 if any cause is a usage error, else 1.
 pub fn exit_code(err: &anyhow::Error) -> i32 {
-    if err.chain().any(|e| e.is::<UsageError>()) {
+    if err
+        .chain()
+        .any(|e| e.is::<UsageError>() || e.is::<crate::policy::Invalid>())
+    {
         2
     } else {
         1

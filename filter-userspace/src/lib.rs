@@ -4,9 +4,11 @@
 
 pub mod cli;
 pub mod commands;
+pub mod daemon;
 pub mod error;
 pub mod lists;
 pub mod observe;
+pub mod policy;
 pub mod privileges;
 pub mod state;
 

@@ -9,7 +9,8 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|frame: &[u8]| {
     let parsed = parse_frame(frame);
     assert_eq!(parsed, parse_frame(frame));
-    if let Parsed::Ip { src, .. } = parsed {
+    if let Parsed::Ip(p) = parsed {
+        let src = p.src();
         let needle: Vec<u8> = match src {
             std::net::IpAddr::V4(a) => a.octets().to_vec(),
             std::net::IpAddr::V6(a) => a.octets().to_vec(),

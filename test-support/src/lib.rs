@@ -66,10 +66,7 @@ pub fn set_list(pins: &PinDir, kind: ListKind, prefixes: &[Prefix]) -> Result<()
 
 /// Set the malformed-packet policy, as `floodgate policy --malformed` does.
 pub fn set_malformed_policy(pins: &PinDir, policy: MalformedPolicy) -> Result<()> {
-    let mut config = maps::config(pins)?;
-    let mut c = config.get(&0, 0)?;
-    c.malformed_policy = policy as u32;
-    config.set(0, c, 0)?;
+    floodgate::policy::apply::set_malformed(pins, policy == MalformedPolicy::Pass)?;
     Ok(())
 }
 

@@ -1,9 +1,10 @@
-//! The allow and block lists: the shared trie walk of `filter_common::trie` over the maps.
+//! Prefix sets (the allow and block lists, the protected prefixes): the shared trie walk of
+//! `filter_common::trie` over the maps.
 
-use filter_common::trie::{self, Family, TrieMemory};
+use filter_common::packet::Packet;
+use filter_common::trie::{self, TrieMemory};
 
 use crate::maps::{LIST_META, LIST_NODES, LIST_PARTS, LIST_ROOT};
-use crate::parse::Source;
 
 struct Maps;
 
@@ -35,11 +36,8 @@ impl TrieMemory for Maps {
     }
 }
 
-/// `CELL_NONE`, `CELL_BLOCK` or `CELL_ALLOW` for a source, in list set `set`.
+/// The verdict of trie `which` (`trie::TRIE_*`) for the packet's source, in set `set`.
 #[inline(always)]
-pub fn lookup(set: u32, src: Source) -> u64 {
-    match src {
-        Source::V4(a) => trie::lookup(&Maps, set, Family::V4, u64::from(a) << 32, 0),
-        Source::V6(hi, lo) => trie::lookup(&Maps, set, Family::V6, hi, lo),
-    }
+pub fn lookup(set: u32, which: u32, p: &Packet) -> u64 {
+    trie::lookup(&Maps, set, which, p.family, p.src_hi, p.src_lo)
 }

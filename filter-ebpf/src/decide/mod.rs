@@ -1,15 +1,26 @@
-//! The verdict for a parsed packet. Lists now; rules, rate limits and bans come here next.
+//! The verdict for a parsed packet, in this order: allowlist (passes everything), bans,
+//! blocklist, L4 rules (first match), rate limits. Anything in monitor mode is counted and
+//! looked past; a packet only something in monitor mode would have dropped passes as
+//! `monitored`.
 
-use filter_common::trie::{CELL_ALLOW, CELL_BLOCK};
-use filter_common::{MalformedPolicy, Reason};
+use aya_ebpf::programs::XdpContext;
+use filter_common::packet::Packet;
+use filter_common::rules::{
+    info_action, info_counter, ACTION_DROP, MAX_RULES, MODE_MONITOR,
+};
+use filter_common::trie::{CELL_ALLOW, CELL_BLOCK, TRIE_LISTS};
+use filter_common::{MalformedPolicy, PolicyConfig, Reason};
 
-use crate::maps::{CONFIG, STATE};
-use crate::parse::{Parsed, Source};
+use crate::maps::{POLICY, RULE_INFO, STATE};
+use crate::observe;
+use crate::parse::Parsed;
 
+pub mod limits;
 pub mod lists;
+pub mod rules;
 
-/// The set of list structures this packet is judged by: read once, so a change the
-/// controller publishes mid-packet cannot mix old and new lists.
+/// The set of structures this packet is judged by: read once, so a change the controller
+/// publishes mid-packet cannot mix old and new policy.
 #[inline(always)]
 pub fn active_set() -> u32 {
     match STATE.get(0) {
@@ -19,28 +30,71 @@ pub fn active_set() -> u32 {
 }
 
 #[inline(always)]
-fn malformed() -> Reason {
-    match CONFIG.get(0) {
-        Some(c) if c.malformed_policy == MalformedPolicy::Pass as u32 => Reason::PassedMalformed,
-        _ => Reason::DroppedMalformed,
+fn policy(set: u32) -> PolicyConfig {
+    POLICY.get(set).copied().unwrap_or_default()
+}
+
+/// The reason (and so the action) for an IP packet, in set `set`, arriving on counter slot
+/// `slot`.
+#[inline(always)]
+pub fn judge(ctx: &XdpContext, set: u32, p: &Packet, slot: u32) -> Reason {
+    let policy = policy(set);
+    let listed = lists::lookup(set, TRIE_LISTS, p);
+    if listed == CELL_ALLOW {
+        return Reason::PassedAllowlisted;
+    }
+    if limits::banned(&policy, p) {
+        return Reason::DroppedBanned;
+    }
+    let mut monitored = false;
+    if listed == CELL_BLOCK {
+        if u64::from(policy.block_mode) != MODE_MONITOR {
+            return Reason::DroppedBlocklist;
+        }
+        monitored = true;
+    }
+    if policy.rule_words != 0 {
+        let m = rules::first_match(set, p, policy.rule_words, policy.rule_dims);
+        if let Some(r) = m.monitor {
+            let info = RULE_INFO.get(set * MAX_RULES + (r & (MAX_RULES - 1))).copied().unwrap_or(0);
+            observe::count_rule(info_counter(info), p.len);
+            monitored |= info_action(info) == ACTION_DROP;
+        }
+        if let Some(r) = m.enforce {
+            let info = RULE_INFO.get(set * MAX_RULES + (r & (MAX_RULES - 1))).copied().unwrap_or(0);
+            observe::count_rule(info_counter(info), p.len);
+            return if info_action(info) == ACTION_DROP {
+                Reason::DroppedRule
+            } else {
+                Reason::PassedRule
+            };
+        }
+    }
+    if policy.limits != 0 {
+        match limits::check(ctx, set, &policy, p, slot) {
+            limits::Outcome::Drop => return Reason::DroppedRateLimit,
+            limits::Outcome::Monitored => monitored = true,
+            limits::Outcome::Pass => {}
+        }
+    }
+    if monitored {
+        Reason::Monitored
+    } else {
+        Reason::Passed
     }
 }
 
-/// The reason (and so the action) for a packet with this source, in list set `set`.
 #[inline(always)]
-pub fn judge_source(set: u32, src: Source) -> Reason {
-    match lists::lookup(set, src) {
-        CELL_ALLOW => Reason::PassedAllowlisted,
-        CELL_BLOCK => Reason::DroppedBlocklist,
-        _ => Reason::Passed,
-    }
-}
-
-#[inline(always)]
-pub fn verdict(parsed: Parsed) -> Reason {
+pub fn verdict(ctx: &XdpContext, parsed: Parsed, slot: u32) -> Reason {
     match parsed {
         Parsed::NonIp => Reason::PassedNonIp,
-        Parsed::Malformed => malformed(),
-        Parsed::Ip(src) => judge_source(active_set(), src),
+        Parsed::Malformed => {
+            if policy(active_set()).malformed_policy == MalformedPolicy::Pass as u32 {
+                Reason::PassedMalformed
+            } else {
+                Reason::DroppedMalformed
+            }
+        }
+        Parsed::Ip(p) => judge(ctx, active_set(), &p, slot),
     }
 }

@@ -7,7 +7,9 @@ use filter_common::parse::{
 };
 use network_types::ip::Ipv6Hdr;
 
-use super::{l4, ptr_at, read_at, Source};
+use filter_common::packet::{Packet, FRAG_FIRST, FRAG_LATER};
+
+use super::{l4, ptr_at, read_at};
 
 #[inline(always)]
 fn is_ext(next: u8) -> bool {
@@ -19,7 +21,7 @@ fn is_ext(next: u8) -> bool {
 
 /// Parse the IPv6 header at `off`; `None` means malformed.
 #[inline(always)]
-pub fn parse(ctx: &XdpContext, off: usize) -> Option<Source> {
+pub fn parse(ctx: &XdpContext, off: usize) -> Option<Packet> {
     let hdr = ptr_at::<Ipv6Hdr>(ctx, off)?;
     // SAFETY: ptr_at checked the header is inside the frame; Ipv6Hdr has alignment 1.
     let hdr = unsafe { &*hdr };
@@ -38,7 +40,7 @@ pub fn parse(ctx: &XdpContext, off: usize) -> Option<Source> {
         return None;
     }
     let src_bytes = hdr.src_addr;
-    let src = Source::V6(
+    let mut p = Packet::v6(
         u64::from_be_bytes([
             src_bytes[0],
             src_bytes[1],
@@ -60,6 +62,8 @@ pub fn parse(ctx: &XdpContext, off: usize) -> Option<Source> {
             src_bytes[15],
         ]),
     );
+    p.ttl = hdr.hop_limit;
+    p.len = (end - off) as u32;
     let mut next = hdr.next_hdr;
     let mut at = off + IPV6_HDR_LEN;
     for _ in 0..MAX_IPV6_EXT_HEADERS {
@@ -76,8 +80,11 @@ pub fn parse(ctx: &XdpContext, off: usize) -> Option<Source> {
             at += IPV6_FRAG_HDR_LEN;
             if u16::from_be_bytes([head[2], head[3]]) >> 3 != 0 {
                 // Not the first fragment: no transport header to look at.
-                return Some(src);
+                p.frag = FRAG_LATER;
+                p.proto = next;
+                return Some(p);
             }
+            p.frag = FRAG_FIRST;
         } else {
             let len = (usize::from(head[1]) + 1) * 8;
             if at + len > end {
@@ -90,6 +97,7 @@ pub fn parse(ctx: &XdpContext, off: usize) -> Option<Source> {
         // Longer chain than we walk: treat as broken rather than let it slip past.
         return None;
     }
-    l4::check(ctx, at, end, next, true)?;
-    Some(src)
+    p.proto = next;
+    l4::parse(ctx, at, end, true, &mut p)?;
+    Some(p)
 }

@@ -6,11 +6,15 @@ use filter_common::parse::{
     UDP_HDR_LEN,
 };
 
+use filter_common::packet::Packet;
+
 use super::read_at;
 
-/// Check that the transport header for `proto` lies within [off, end); `None` means malformed.
+/// Check that the transport header for `p.proto` lies within [off, end) and read its ports,
+/// TCP flags or ICMP type into `p`; `None` means malformed.
 #[inline(always)]
-pub fn check(ctx: &XdpContext, off: usize, end: usize, proto: u8, v6: bool) -> Option<()> {
+pub fn parse(ctx: &XdpContext, off: usize, end: usize, v6: bool, p: &mut Packet) -> Option<()> {
+    let proto = p.proto;
     let min = match proto {
         IPPROTO_TCP => TCP_MIN_HDR_LEN,
         IPPROTO_UDP => UDP_HDR_LEN,
@@ -21,11 +25,23 @@ pub fn check(ctx: &XdpContext, off: usize, end: usize, proto: u8, v6: bool) -> O
     if off + min > end {
         return None;
     }
-    if proto == IPPROTO_TCP {
-        let doff = usize::from(read_at::<u8>(ctx, off + 12)? >> 4) * 4;
-        if doff < TCP_MIN_HDR_LEN || off + doff > end {
-            return None;
+    match proto {
+        IPPROTO_TCP => {
+            let head = read_at::<[u8; 14]>(ctx, off)?;
+            let doff = usize::from(head[12] >> 4) * 4;
+            if doff < TCP_MIN_HDR_LEN || off + doff > end {
+                return None;
+            }
+            p.sport = u32::from(u16::from_be_bytes([head[0], head[1]]));
+            p.dport = u32::from(u16::from_be_bytes([head[2], head[3]]));
+            p.tcp_flags = u32::from(head[13]);
         }
+        IPPROTO_UDP => {
+            let head = read_at::<[u8; 4]>(ctx, off)?;
+            p.sport = u32::from(u16::from_be_bytes([head[0], head[1]]));
+            p.dport = u32::from(u16::from_be_bytes([head[2], head[3]]));
+        }
+        _ => p.icmp_type = u32::from(read_at::<u8>(ctx, off)?),
     }
     Some(())
 }

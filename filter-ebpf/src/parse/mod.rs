@@ -9,12 +9,7 @@ mod ipv4;
 mod ipv6;
 mod l4;
 
-/// Source address of a well-formed IP packet (IPv6 as big-endian halves).
-#[derive(Clone, Copy)]
-pub enum Source {
-    V4(u32),
-    V6(u64, u64),
-}
+pub use filter_common::packet::Packet;
 
 /// What the parser found.
 #[derive(Clone, Copy)]
@@ -23,7 +18,7 @@ pub enum Parsed {
     NonIp,
     /// Claims to be IP but is truncated, inconsistent or nested too deep.
     Malformed,
-    Ip(Source),
+    Ip(Packet),
 }
 
 /// The one place that turns an offset into a packet pointer: `None` unless `size_of::<T>()`
@@ -67,7 +62,7 @@ pub fn frame_len(ctx: &XdpContext) -> usize {
 /// Parse a frame down to its transport header.
 #[inline(always)]
 pub fn packet(ctx: &XdpContext) -> Parsed {
-    let source = match ethernet::parse(ctx) {
+    let packet = match ethernet::parse(ctx) {
         ethernet::L2::Malformed => None,
         ethernet::L2::Network {
             ethertype: ETH_P_IPV4,
@@ -79,8 +74,8 @@ pub fn packet(ctx: &XdpContext) -> Parsed {
         } => ipv6::parse(ctx, off),
         ethernet::L2::Network { .. } => return Parsed::NonIp,
     };
-    match source {
-        Some(s) => Parsed::Ip(s),
+    match packet {
+        Some(p) => Parsed::Ip(p),
         None => Parsed::Malformed,
     }
 }

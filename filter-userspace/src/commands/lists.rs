@@ -28,11 +28,20 @@ pub fn run(pins: &PinDir, kind: ListKind, action: ListAction) -> Result<()> {
             out.flush()?;
             return Ok(());
         }
-        ListAction::Add { entries } => (Edit::Add(entries::parse_args(&entries)?), None),
+        ListAction::Add { entries, force } => {
+            let prefixes = entries::parse_args(&entries)?;
+            guard(pins, kind, &prefixes, force)?;
+            (Edit::Add(prefixes), None)
+        }
         ListAction::Del { entries } => (Edit::Del(entries::parse_args(&entries)?), None),
-        ListAction::Load { file, replace } => {
+        ListAction::Load {
+            file,
+            replace,
+            force,
+        } => {
             let started = Instant::now();
             let prefixes = entries::read_list_file(&file)?;
+            guard(pins, kind, &prefixes, force)?;
             let edit = if replace {
                 Edit::Replace(prefixes)
             } else {
@@ -58,4 +67,13 @@ pub fn run(pins: &PinDir, kind: ListKind, action: ListAction) -> Result<()> {
         change.generation
     )?;
     Ok(())
+}
+
+/// Refuse block entries that would lock out the SSH client or a protected prefix.
+fn guard(pins: &PinDir, kind: ListKind, adding: &[entries::Prefix], force: bool) -> Result<()> {
+    if kind != ListKind::Block || force {
+        return Ok(());
+    }
+    let session = Session::open(pins)?;
+    crate::policy::guard::check_block_add(&session.current()?, adding)
 }

@@ -2,8 +2,10 @@
 //! list | head -1`) ends the command quietly instead of failing it.
 
 mod attach;
+mod bans;
 mod lists;
 mod policy;
+mod run;
 mod stats;
 mod status;
 
@@ -29,8 +31,24 @@ macro_rules! outln {
 
 pub fn run(cli: Cli) -> Result<()> {
     let pins = PinDir::new(cli.pin_dir)?;
+    if let Command::Check { file, json } = &cli.command {
+        // Checking a file touches no kernel state: no privileges needed.
+        return policy::check(file, *json);
+    }
     crate::privileges::require()?;
     match cli.command {
+        Command::Check { .. } => unreachable!("handled above"),
+        Command::Apply {
+            file,
+            dry_run,
+            force,
+            json,
+        } => policy::apply(&pins, &file, dry_run, force, json),
+        Command::Bans(args) => bans::run(&pins, args.action),
+        Command::Run {
+            config,
+            detach_on_exit,
+        } => run::run(&pins, &config, detach_on_exit),
         Command::Attach {
             interfaces,
             mode,
@@ -46,7 +64,7 @@ pub fn run(cli: Cli) -> Result<()> {
             interval,
             count,
         } => stats::stats(&pins, watch, json, interval, count),
-        Command::Policy { malformed } => policy::policy(&pins, malformed),
+        Command::Policy { malformed } => policy::malformed(&pins, malformed),
     }
 }
 

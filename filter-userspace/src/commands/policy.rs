@@ -1,35 +1,132 @@
-//! `policy`: the malformed-packet policy.
+//! `policy`: the malformed-packet policy; `check` and `apply`: policy files.
+
+use std::path::Path;
 
 use anyhow::Result;
-use filter_common::MalformedPolicy;
 
 use crate::cli::MalformedArg;
 use crate::outln;
-use crate::state::pins::Locked;
-use crate::state::{maps, PinDir};
+use crate::policy::{self, apply::Report, Invalid};
+use crate::state::{PinDir, Session};
 
-pub fn malformed_name(policy: u32) -> &'static str {
-    if policy == MalformedPolicy::Pass as u32 {
+pub fn malformed_name(pass: bool) -> &'static str {
+    if pass {
         "pass"
     } else {
         "drop"
     }
 }
 
-pub fn policy(pins: &PinDir, malformed: Option<MalformedArg>) -> Result<()> {
-    let _locked = Locked::loaded(pins)?;
-    let mut map = maps::config(pins)?;
-    let mut config = map.get(&0, 0)?;
-    if let Some(m) = malformed {
-        config.malformed_policy = match m {
-            MalformedArg::Drop => MalformedPolicy::Drop,
-            MalformedArg::Pass => MalformedPolicy::Pass,
-        } as u32;
-        map.set(0, config, 0)?;
+pub fn malformed(pins: &PinDir, malformed: Option<MalformedArg>) -> Result<()> {
+    let pass = match malformed {
+        Some(m) => {
+            let pass = m == MalformedArg::Pass;
+            policy::apply::set_malformed(pins, pass)?;
+            pass
+        }
+        None => {
+            let session = Session::open(pins)?;
+            session.current()?.policy.policy.malformed_pass
+        }
+    };
+    outln!("malformed packets: {}", malformed_name(pass))?;
+    Ok(())
+}
+
+pub fn check(file: &Path, json: bool) -> Result<()> {
+    match policy::load(file) {
+        Ok(p) => {
+            if json {
+                outln!(
+                    "{}",
+                    serde_json::json!({
+                        "valid": true,
+                        "problems": [],
+                        "rules": p.rules.len(),
+                        "table_rules": p.table_rules(),
+                        "limits": p.limits.len(),
+                        "lists": {
+                            "block": p.lists.block.len(),
+                            "allow": p.lists.allow.len(),
+                            "protected": p.lists.protected.len(),
+                        },
+                    })
+                )?;
+            } else {
+                outln!(
+                    "{}: valid: {} rules ({} in the tables), {} limits, lists of {} block, {} allow and {} protected entries",
+                    file.display(),
+                    p.rules.len(),
+                    p.table_rules(),
+                    p.limits.len(),
+                    p.lists.block.len(),
+                    p.lists.allow.len(),
+                    p.lists.protected.len()
+                )?;
+            }
+            Ok(())
+        }
+        Err(e) => {
+            if json {
+                if let Some(invalid) = e.downcast_ref::<Invalid>() {
+                    outln!(
+                        "{}",
+                        serde_json::json!({"valid": false, "problems": invalid.0})
+                    )?;
+                }
+            }
+            Err(e)
+        }
     }
-    outln!(
-        "malformed packets: {}",
-        malformed_name(config.malformed_policy)
-    )?;
+}
+
+fn say_report(r: &Report, dry_run: bool) -> Result<()> {
+    let verb = if dry_run { "would" } else { "did" };
+    for (list, (added, removed)) in &r.lists {
+        if added + removed > 0 {
+            outln!("{list} list (from the policy): {verb} add {added}, remove {removed}")?;
+        }
+    }
+    for (what, names) in [
+        ("add rule", &r.rules_added),
+        ("remove rule", &r.rules_removed),
+        ("change rule", &r.rules_changed),
+        ("add limit", &r.limits_added),
+        ("remove limit", &r.limits_removed),
+        ("change limit", &r.limits_changed),
+        ("attach", &r.attach),
+        ("detach", &r.detach),
+        ("change setting", &r.settings_changed),
+    ] {
+        for n in names {
+            outln!("{verb} {what} {n}")?;
+        }
+    }
+    Ok(())
+}
+
+pub fn apply(pins: &PinDir, file: &Path, dry_run: bool, force: bool, json: bool) -> Result<()> {
+    let report = policy::apply::apply(pins, file, dry_run, force)?;
+    if json {
+        outln!(
+            "{}",
+            serde_json::json!({"dry_run": dry_run, "report": report})
+        )?;
+        return Ok(());
+    }
+    say_report(&report, dry_run)?;
+    if dry_run {
+        outln!(
+            "{}: valid; nothing was changed (generation {} stays in force)",
+            file.display(),
+            report.generation
+        )?;
+    } else {
+        outln!(
+            "applied {} as generation {}",
+            file.display(),
+            report.generation
+        )?;
+    }
     Ok(())
 }

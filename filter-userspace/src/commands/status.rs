@@ -1,8 +1,9 @@
-//! `status`: what is loaded and attached, the generation in force, list sizes, pool use and
-//! the kernel memory the maps take. Reads only the snapshot header-sized facts, so it stays
-//! fast with million-entry lists.
+//! `status`: what is loaded and attached, the policy in force (where it came from, its
+//! generation, every rule and limit with its mode), list sizes, pool use, bans and the kernel
+//! memory the maps take. Reads the live snapshot; fast with million-entry lists.
 
 use anyhow::Result;
+use filter_common::limits::{CLASS_NAMES, PER_GLOBAL};
 use filter_common::maps as names;
 use filter_common::trie::Family;
 use filter_common::ListKind;
@@ -10,8 +11,9 @@ use serde_json::json;
 
 use super::policy::malformed_name;
 use crate::outln;
+use crate::policy::limits::limit_id;
 use crate::state::attach::program_status;
-use crate::state::{maps, raw, PinDir, Session};
+use crate::state::{bans, raw, PinDir, Session};
 
 pub fn status(pins: &PinDir, json: bool) -> Result<()> {
     let Some(prog) = program_status(pins)? else {
@@ -29,7 +31,8 @@ pub fn status(pins: &PinDir, json: bool) -> Result<()> {
     let snapshot = session.current()?;
     let pool = session.pool_nodes();
     drop(session);
-    let config = maps::config(pins)?.get(&0, 0)?;
+    let applied = &snapshot.policy;
+    let policy = &applied.policy;
     let mut memory = serde_json::Map::new();
     let mut total = 0u64;
     for name in names::PRODUCT_MAPS.iter().chain([&names::ATTACHMENTS]) {
@@ -47,26 +50,66 @@ pub fn status(pins: &PinDir, json: bool) -> Result<()> {
         memory.insert("snapshot".into(), json!(bytes));
         total += bytes;
     }
+    let bans = bans::list(pins, |_| None).map(|b| b.len()).unwrap_or(0);
     let in_use = snapshot.pool_in_use();
-    let malformed = malformed_name(config.malformed_policy);
-    if json {
-        let lists: serde_json::Map<String, serde_json::Value> = ListKind::ALL
-            .iter()
-            .map(|&k| {
-                (
-                    k.name().to_string(),
-                    json!({
-                        "ipv4": snapshot.list(k, Family::V4).len(),
-                        "ipv6": snapshot.list(k, Family::V6).len(),
-                    }),
-                )
+    let malformed = malformed_name(policy.malformed_pass);
+    let lists: serde_json::Map<String, serde_json::Value> = ListKind::ALL
+        .iter()
+        .map(|&k| {
+            (
+                k.name().to_string(),
+                json!({
+                    "ipv4": snapshot.union_len(k, Family::V4),
+                    "ipv6": snapshot.union_len(k, Family::V6),
+                }),
+            )
+        })
+        .collect();
+    let rules: Vec<serde_json::Value> = policy
+        .rules
+        .iter()
+        .map(|r| {
+            json!({
+                "name": r.name,
+                "action": if r.drop { "drop" } else { "pass" },
+                "mode": r.mode.name(),
+                "preset": r.preset,
+                "counter": applied.rule_slots.get(&r.name),
             })
-            .collect();
+        })
+        .collect();
+    let limits: Vec<serde_json::Value> = policy
+        .limits
+        .iter()
+        .map(|l| {
+            json!({
+                "name": l.name,
+                "class": CLASS_NAMES[l.class as usize],
+                "per": if l.per == PER_GLOBAL { "global" } else { "source" },
+                "pps": l.pps,
+                "bps": l.bps,
+                "burst": l.burst,
+                "ban_seconds": l.ban_seconds,
+                "mode": l.mode.name(),
+                "id": limit_id(&l.name),
+            })
+        })
+        .collect();
+    if json {
         let v = json!({
             "loaded": true,
             "program_id": prog.program_id,
             "generation": snapshot.generation,
             "interfaces": prog.interfaces,
+            "policy": {
+                "source": policy.source,
+                "applied_at": applied.applied_at,
+                "block_list_mode": if policy.block_monitor { "monitor" } else { "enforce" },
+                "malformed": malformed,
+                "rules": rules,
+                "limits": limits,
+            },
+            "bans": bans,
             "lists": lists,
             "list_pool": {"nodes_in_use": in_use, "capacity": pool},
             "kernel_memory_bytes": {"total": total, "maps": memory},
@@ -76,7 +119,7 @@ pub fn status(pins: &PinDir, json: bool) -> Result<()> {
         return Ok(());
     }
     outln!(
-        "program id {} pinned at {}, lists at generation {}",
+        "program id {} pinned at {}, generation {} in force",
         prog.program_id,
         pins.prog().display(),
         snapshot.generation
@@ -97,14 +140,55 @@ pub fn status(pins: &PinDir, json: bool) -> Result<()> {
             }
         )?;
     }
-    for kind in ListKind::ALL {
+    match &policy.source {
+        Some(src) => outln!("policy: {} ({} rules, {} limits)", src.display(), policy.rules.len(), policy.limits.len())?,
+        None => outln!("policy: none applied (lists from block/allow commands only)")?,
+    }
+    for r in &policy.rules {
         outln!(
-            "{} list: {} IPv4 and {} IPv6 entries",
-            kind.name(),
-            snapshot.list(kind, Family::V4).len(),
-            snapshot.list(kind, Family::V6).len()
+            "  rule  {:<24} {:<5} {:<8}{}",
+            r.name,
+            if r.drop { "drop" } else { "pass" },
+            r.mode.name(),
+            r.preset
+                .as_deref()
+                .map(|p| format!(" preset {p}"))
+                .unwrap_or_default()
         )?;
     }
+    for l in &policy.limits {
+        let rate = match (l.pps, l.bps) {
+            (Some(p), Some(b)) => format!("{p} pps, {b} bit/s"),
+            (Some(p), None) => format!("{p} pps"),
+            (None, Some(b)) => format!("{b} bit/s"),
+            (None, None) => String::new(),
+        };
+        outln!(
+            "  limit {:<24} {:<7} per {:<6} {rate}, burst {}{} {}",
+            l.name,
+            CLASS_NAMES[l.class as usize],
+            if l.per == PER_GLOBAL { "global" } else { "source" },
+            l.burst,
+            l.ban_seconds
+                .map(|s| format!(", ban {s} s"))
+                .unwrap_or_default(),
+            l.mode.name()
+        )?;
+    }
+    for kind in ListKind::ALL {
+        outln!(
+            "{} list: {} IPv4 and {} IPv6 entries{}",
+            kind.name(),
+            snapshot.union_len(kind, Family::V4),
+            snapshot.union_len(kind, Family::V6),
+            if kind == ListKind::Block && policy.block_monitor {
+                " (monitor mode)"
+            } else {
+                ""
+            }
+        )?;
+    }
+    outln!("bans: {bans}")?;
     outln!(
         "list pool: {in_use} of {pool} nodes in use ({:.1}%)",
         in_use as f64 * 100.0 / f64::from(pool.max(1))

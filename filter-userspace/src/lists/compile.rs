@@ -283,13 +283,13 @@ impl Image {
 
     /// The verdict the program would give `addr` (top-aligned).
     pub fn lookup(&self, addr: u128) -> u64 {
-        trie::lookup(self, 0, self.family, (addr >> 64) as u64, addr as u64)
+        trie::lookup(self, 0, trie::TRIE_LISTS, self.family, (addr >> 64) as u64, addr as u64)
     }
 }
 
 impl TrieMemory for Image {
     fn root_word(&self, index: u32) -> u64 {
-        let base = self.family as u32 * ROOT_WORDS;
+        let base = trie::table(0, trie::TRIE_LISTS, self.family) * ROOT_WORDS;
         index
             .checked_sub(base)
             .and_then(|i| self.root.words.get(i as usize))
@@ -298,7 +298,7 @@ impl TrieMemory for Image {
     }
 
     fn part(&self, index: u32) -> u64 {
-        let base = self.family as u32 * ROOT_CELLS;
+        let base = trie::table(0, trie::TRIE_LISTS, self.family) * ROOT_CELLS;
         index
             .checked_sub(base)
             .and_then(|i| self.root.parts.get(i as usize))

@@ -8,11 +8,11 @@ pub mod entries;
 use std::collections::BTreeSet;
 
 use anyhow::{bail, Result};
-use filter_common::trie::{Family, ROOT_BITS};
+use filter_common::trie::{Family, ROOT_BITS, TRIE_LISTS, TRIE_PROTECTED};
 use filter_common::{ListKind, LIST_CAPACITY};
 
 use crate::error::usage;
-use crate::state::snapshot::EntryList;
+use crate::state::snapshot::{EntryList, Origin};
 use crate::state::{Entry, Plan, Session, Snapshot};
 use compile::{compile_partition, Extent, Item, Partition};
 use entries::Prefix;
@@ -84,10 +84,11 @@ pub struct Edited {
     pub change: Change,
 }
 
-/// The lists of `kind` after `edit` (pure). Deleting an absent entry is a usage error; a
-/// list over capacity is refused.
-pub fn edit_lists(old: &Snapshot, kind: ListKind, edit: Edit) -> Result<Edited> {
-    let current = |f: Family| old.list(kind, f);
+/// The `origin` lists of `kind` after `edit` (pure). Deleting an absent entry is a usage
+/// error (naming the policy file when the entry comes from there); a list over capacity is
+/// refused.
+pub fn edit_lists(old: &Snapshot, origin: Origin, kind: ListKind, edit: Edit) -> Result<Edited> {
+    let current = |f: Family| old.list(origin, kind, f);
     let (lists, changed): ([EntryList; 2], [Vec<Entry>; 2]) = match edit {
         Edit::Replace(prefixes) => {
             let new = sorted_entries(prefixes);
@@ -120,8 +121,20 @@ pub fn edit_lists(old: &Snapshot, kind: ListKind, edit: Edit) -> Result<Edited> 
                 })
                 .collect();
             if !absent.is_empty() {
+                let from_policy = Family::ALL.iter().any(|&f| {
+                    del[f as usize]
+                        .iter()
+                        .any(|e| old.list(Origin::Policy, kind, f).contains(e))
+                });
+                let hint = match (&old.policy.policy.source, from_policy) {
+                    (Some(file), true) => format!(
+                        "; entries from the policy file change only by editing {} and applying it",
+                        file.display()
+                    ),
+                    _ => String::new(),
+                };
                 return Err(usage(format!(
-                    "not on the {} list: {}; nothing was changed (see `floodgate {} list`)",
+                    "not on the {} list: {}; nothing was changed (see `floodgate {} list`){hint}",
                     kind.name(),
                     absent.join(", "),
                     kind.name()
@@ -162,12 +175,17 @@ pub fn edit_lists(old: &Snapshot, kind: ListKind, edit: Edit) -> Result<Edited> 
     })
 }
 
-/// The items of both lists of `family` inside partition `p16` (longer than /16), sorted.
-fn partition_items(s: &Snapshot, family: Family, p16: u16) -> Vec<Item> {
+/// The items of a trie's lists (both origins) of `family` inside partition `p16` (longer
+/// than /16), sorted.
+fn partition_items(s: &Snapshot, trie: u32, family: Family, p16: u16) -> Vec<Item> {
     let lo = u128::from(p16) << 112;
     let mut items = Vec::new();
-    for kind in ListKind::ALL {
-        let list = s.list(kind, family);
+    for (origin, kind) in Origin::ALL
+        .into_iter()
+        .flat_map(|o| ListKind::ALL.map(|k| (o, k)))
+        .filter(|(_, k)| k.trie() == trie)
+    {
+        let list = s.list(origin, kind, family);
         let start = list.partition_point(|e| e.addr < lo);
         let end = if p16 == u16::MAX {
             list.len()
@@ -213,13 +231,16 @@ fn free_runs(in_use: impl Iterator<Item = Extent>, pool_nodes: u32) -> Vec<Exten
     free
 }
 
+/// A partition's place: trie, family and /16.
+type PartKey = (u32, Family, u16);
+
 /// Compile partitions on every core: a full list is tens of thousands of them.
-fn compile_all(jobs: Vec<(Family, u16, Vec<Item>)>) -> Vec<(Family, u16, Partition)> {
+fn compile_all(jobs: Vec<(PartKey, Vec<Item>)>) -> Vec<(PartKey, Partition)> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     if threads == 1 || jobs.len() < 256 {
         return jobs
             .into_iter()
-            .map(|(f, p, items)| (f, p, compile_partition(f, &items)))
+            .map(|(k, items)| (k, compile_partition(k.1, &items)))
             .collect();
     }
     let chunk = jobs.len().div_ceil(threads);
@@ -229,7 +250,7 @@ fn compile_all(jobs: Vec<(Family, u16, Vec<Item>)>) -> Vec<(Family, u16, Partiti
             .map(|part| {
                 s.spawn(move || {
                     part.iter()
-                        .map(|(f, p, items)| (*f, *p, compile_partition(*f, items)))
+                        .map(|(k, items)| (*k, compile_partition(k.1, items)))
                         .collect::<Vec<_>>()
                 })
             })
@@ -241,42 +262,60 @@ fn compile_all(jobs: Vec<(Family, u16, Vec<Item>)>) -> Vec<(Family, u16, Partiti
     })
 }
 
-/// Everything needed to go from `old` to `edited` lists of `kind` (pure): the next snapshot,
-/// the partitions to write and where, and the root tables before and after.
-pub fn plan(old: Snapshot, kind: ListKind, edited: Edited, pool_nodes: u32) -> Result<Plan> {
+/// Everything needed to go from `old` to a snapshot with `edits` made to its lists and,
+/// if given, `policy` in force (pure): the next snapshot, the partitions to write and where,
+/// and every table of the new generation. Capacity is checked here, before anything is
+/// written.
+pub fn plan(
+    old: Snapshot,
+    edits: Vec<(Origin, ListKind, Edited)>,
+    policy: Option<crate::state::snapshot::AppliedPolicy>,
+    pool_nodes: u32,
+) -> Result<Plan> {
     let free_before = free_runs(
-        old.partitions.iter().flat_map(|p| p.values().copied()),
+        old.partitions
+            .iter()
+            .flatten()
+            .flat_map(|p| p.values().copied()),
         pool_nodes,
     );
     let in_use = old.pool_in_use();
     let mut next = old;
     next.generation += 1;
-    let Edited { lists, changed, .. } = edited;
-    for (family, list) in Family::ALL.into_iter().zip(lists) {
-        *next.list_mut(kind, family) = list;
+    if let Some(p) = policy {
+        next.policy = p;
+    }
+    let mut touched: BTreeSet<PartKey> = BTreeSet::new();
+    for (origin, kind, edited) in edits {
+        let Edited { lists, changed, .. } = edited;
+        for (family, list) in Family::ALL.into_iter().zip(lists) {
+            *next.list_mut(origin, kind, family) = list;
+        }
+        for family in Family::ALL {
+            touched.extend(
+                changed[family as usize]
+                    .iter()
+                    .filter(|e| u32::from(e.len) > ROOT_BITS)
+                    .map(|e| (kind.trie(), family, (e.addr >> 112) as u16)),
+            );
+        }
     }
     let mut jobs = Vec::new();
-    for family in Family::ALL {
-        let touched: BTreeSet<u16> = changed[family as usize]
-            .iter()
-            .filter(|e| u32::from(e.len) > ROOT_BITS)
-            .map(|e| (e.addr >> 112) as u16)
-            .collect();
-        for p16 in touched {
-            next.partitions[family as usize].remove(&p16);
-            let items = partition_items(&next, family, p16);
-            if !items.is_empty() {
-                jobs.push((family, p16, items));
-            }
+    for key in touched {
+        let (trie, family, p16) = key;
+        next.partitions[trie as usize][family as usize].remove(&p16);
+        let items = partition_items(&next, trie, family, p16);
+        if !items.is_empty() {
+            jobs.push((key, items));
         }
     }
     let compiled = compile_all(jobs);
     // Copy on write: new partitions go only where nothing of the old generation lives.
     let mut free = free_before;
-    let needed: u64 = compiled.iter().map(|(_, _, p)| u64::from(p.len())).sum();
+    let needed: u64 = compiled.iter().map(|(_, p)| u64::from(p.len())).sum();
     let available: u64 = free.iter().map(|e| u64::from(e.count)).sum();
     let mut placed = Vec::with_capacity(compiled.len());
-    for (family, p16, part) in compiled {
+    for ((trie, family, p16), part) in compiled {
         let n = part.len();
         let Some(run) = free.iter_mut().find(|r| r.count >= n) else {
             bail!(
@@ -290,17 +329,20 @@ pub fn plan(old: Snapshot, kind: ListKind, edited: Edited, pool_nodes: u32) -> R
         };
         run.first += n;
         run.count -= n;
-        next.partitions[family as usize].insert(p16, extent);
+        next.partitions[trie as usize][family as usize].insert(p16, extent);
         placed.push((extent, part));
     }
+    let tables = crate::policy::apply::tables(&next.policy)?;
     Ok(Plan {
-        roots: Family::ALL.map(|f| next.root_tables(f)),
+        roots: [TRIE_LISTS, TRIE_PROTECTED].map(|t| Family::ALL.map(|f| next.root_tables(t, f))),
         snapshot: next,
         partitions: placed,
+        tables,
     })
 }
 
-/// Apply `edit` to list `kind` of the filter pinned at `pins`, as one new generation.
+/// Apply `edit` to the command-line list `kind` of the filter pinned at `pins`, as one new
+/// generation.
 pub fn change(pins: &crate::state::PinDir, kind: ListKind, edit: Edit) -> Result<Change> {
     let mut session = Session::open_for_change(pins)?;
     change_in(&mut session, kind, edit)
@@ -311,23 +353,23 @@ pub fn change_in(session: &mut Session, kind: ListKind, edit: Edit) -> Result<Ch
     let t = std::time::Instant::now();
     let old = session.current()?;
     tracing::debug!("read snapshot: {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
-    let edited = edit_lists(&old, kind, edit)?;
+    let edited = edit_lists(&old, Origin::Cli, kind, edit)?;
     let mut change = edited.change;
     if change.added == 0 && change.removed == 0 {
         return Ok(change);
     }
-    let plan = plan(old, kind, edited, session.pool_nodes())?;
+    let plan = plan(old, vec![(Origin::Cli, kind, edited)], None, session.pool_nodes())?;
     tracing::debug!("planned: {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
     change.generation = plan.snapshot.generation;
     session.commit(plan)?;
     Ok(change)
 }
 
-/// Every entry of one list, IPv4 first, each family sorted.
+/// Every entry of one list (both origins), IPv4 first, each family sorted.
 pub fn entries(s: &Snapshot, kind: ListKind) -> impl Iterator<Item = Prefix> + '_ {
     Family::ALL
         .into_iter()
-        .flat_map(move |f| s.list(kind, f).iter().map(move |e| e.prefix(f)))
+        .flat_map(move |f| s.union(kind, f).into_iter().map(move |e| e.prefix(f)))
 }
 
 #[cfg(test)]
@@ -370,7 +412,7 @@ mod tests {
         fn image(&mut self, plan: &Plan, family: Family) -> Image {
             Image {
                 family,
-                root: plan.roots[family as usize].clone(),
+                root: plan.roots[0][family as usize].clone(),
                 nodes: std::mem::take(&mut self.nodes),
                 meta: std::mem::take(&mut self.meta),
             }
@@ -390,8 +432,14 @@ mod tests {
     }
 
     fn apply(pool: &mut Pool, s: &mut Snapshot, kind: ListKind, edit: Edit) -> Plan {
-        let edited = edit_lists(s, kind, edit).unwrap();
-        let plan = plan(s.clone(), kind, edited, pool.nodes.len() as u32).unwrap();
+        let edited = edit_lists(s, Origin::Cli, kind, edit).unwrap();
+        let plan = plan(
+            s.clone(),
+            vec![(Origin::Cli, kind, edited)],
+            None,
+            pool.nodes.len() as u32,
+        )
+        .unwrap();
         pool.apply(&plan);
         *s = plan.snapshot.clone();
         plan
@@ -400,30 +448,28 @@ mod tests {
     #[test]
     fn edits_count_what_changed() {
         let s = Snapshot::default();
-        let e = edit_lists(
-            &s,
-            ListKind::Block,
+        let e = edit_lists(&s, Origin::Cli, ListKind::Block,
             Edit::Add(vec![p("10.0.0.0/8"), p("10.0.0.0/8"), p("::1")]),
         )
         .unwrap();
         let c = e.change;
         assert_eq!((c.added, c.removed, c.total), (2, 0, 2));
         let mut s2 = s.clone();
-        s2.lists[ListKind::Block as usize] = e.lists;
-        let again = edit_lists(&s2, ListKind::Block, Edit::Add(vec![p("::1")]))
+        for (f, l) in Family::ALL.into_iter().zip(e.lists) {
+            *s2.list_mut(Origin::Cli, ListKind::Block, f) = l;
+        }
+        let again = edit_lists(&s2, Origin::Cli, ListKind::Block, Edit::Add(vec![p("::1")]))
             .unwrap()
             .change;
         assert_eq!((again.added, again.total), (0, 2));
-        let err = edit_lists(&s2, ListKind::Block, Edit::Del(vec![p("10.0.0.0/9")]))
+        let err = edit_lists(&s2, Origin::Cli, ListKind::Block, Edit::Del(vec![p("10.0.0.0/9")]))
             .err()
             .unwrap();
         assert!(
             format!("{err}").contains("not on the block list: 10.0.0.0/9"),
             "{err}"
         );
-        let c = edit_lists(
-            &s2,
-            ListKind::Block,
+        let c = edit_lists(&s2, Origin::Cli, ListKind::Block,
             Edit::Replace(vec![p("::1"), p("192.0.2.1")]),
         )
         .unwrap()
@@ -437,7 +483,7 @@ mod tests {
         let many: Vec<Prefix> = (0..=LIST_CAPACITY)
             .map(|i| Prefix::v4(i << 8, 24))
             .collect();
-        let err = edit_lists(&s, ListKind::Block, Edit::Replace(many))
+        let err = edit_lists(&s, Origin::Cli, ListKind::Block, Edit::Replace(many))
             .err()
             .unwrap();
         assert!(
@@ -452,8 +498,8 @@ mod tests {
         let many: Vec<Prefix> = (0..100u32)
             .map(|i| Prefix::v4(0x0a00_0001 + (i << 16), 32))
             .collect();
-        let edited = edit_lists(&s, ListKind::Block, Edit::Add(many)).unwrap();
-        let err = plan(s, ListKind::Block, edited, 50).unwrap_err();
+        let edited = edit_lists(&s, Origin::Cli, ListKind::Block, Edit::Add(many)).unwrap();
+        let err = plan(s, vec![(Origin::Cli, ListKind::Block, edited)], None, 50).unwrap_err();
         assert!(format!("{err}").contains("nothing was changed"), "{err}");
     }
 
@@ -501,14 +547,15 @@ mod tests {
             let mut extents: Vec<Extent> = s
                 .partitions
                 .iter()
+                .flatten()
                 .flat_map(|m| m.values().copied())
                 .collect();
             extents.sort_unstable_by_key(|e| e.first);
             assert!(extents.windows(2).all(|w| w[0].end() <= w[1].first));
             for family in Family::ALL {
                 let mut items: Vec<Item> = Vec::new();
-                for k in ListKind::ALL {
-                    items.extend(s.list(k, family).iter().map(|e| Item {
+                for k in [ListKind::Allow, ListKind::Block] {
+                    items.extend(s.list(Origin::Cli, k, family).iter().map(|e| Item {
                         addr: e.addr,
                         len: e.len,
                         verdict: k.verdict() as u8,

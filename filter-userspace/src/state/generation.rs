@@ -22,13 +22,16 @@ use std::sync::atomic::{fence, Ordering};
 
 use anyhow::{Context, Result};
 use filter_common::maps::state;
-use filter_common::trie::{part_index, root_word_index, Family, ROOT_CELLS, ROOT_WORDS};
+use filter_common::trie::{
+    part_index, root_word_index, table, Family, ROOT_CELLS, ROOT_WORDS, TRIE_LISTS, TRIE_PROTECTED,
+};
 use tracing::debug;
 
 use super::maps::ListMaps;
 use super::pins::{Locked, PinDir};
 use super::snapshot::Snapshot;
 use crate::lists::compile::{Extent, Partition, RootTables};
+use crate::policy::apply::PolicyTables;
 
 /// Everything a change writes, computed before anything is written.
 #[derive(Debug)]
@@ -37,8 +40,10 @@ pub struct Plan {
     pub snapshot: Snapshot,
     /// Partitions to write into pool nodes no live structure refers to.
     pub partitions: Vec<(Extent, Partition)>,
-    /// Root tables per family of the new generation.
-    pub roots: [RootTables; 2],
+    /// Root tables of the new generation, per trie and family.
+    pub roots: [[RootTables; 2]; 2],
+    /// Policy-wide tables of the new generation: settings, rules, limits.
+    pub tables: PolicyTables,
 }
 
 /// A loaded filter, locked for the duration of one command.
@@ -118,16 +123,22 @@ impl Session {
         self.maps.pool_nodes()
     }
 
+    /// Zero the per-rule and per-limit counters of slots that new names now own.
+    pub fn reset_counters(&mut self, rules: &[u32], limits: &[u32]) -> Result<()> {
+        self.maps.reset_counters(&self.pins, rules, limits)
+    }
+
     /// The live generation's snapshot.
     pub fn current(&self) -> Result<Snapshot> {
         load_current(&self.pins, self.generation())
     }
 
-    /// Write the root tables of `set` (about a megabyte for both families: cheaper than
-    /// working out which words differ).
-    fn write_roots(&mut self, set: u32, family: Family, roots: &RootTables) {
-        let word_base = root_word_index(set, family, 0) as usize;
-        let part_base = part_index(set, family, 0) as usize;
+    /// Write the root tables of `set` (about a megabyte per trie for both families: cheaper
+    /// than working out which words differ).
+    fn write_roots(&mut self, set: u32, trie: u32, family: Family, roots: &RootTables) {
+        let t = table(set, trie, family);
+        let word_base = root_word_index(t, 0) as usize;
+        let part_base = part_index(t, 0) as usize;
         self.maps.root.as_mut_slice()[word_base..word_base + ROOT_WORDS as usize]
             .copy_from_slice(&roots.words);
         self.maps.parts.as_mut_slice()[part_base..part_base + ROOT_CELLS as usize]
@@ -185,9 +196,12 @@ impl Session {
             }
             i = j;
         }
-        for family in Family::ALL {
-            self.write_roots(inactive, family, &plan.roots[family as usize]);
+        for trie in [TRIE_LISTS, TRIE_PROTECTED] {
+            for family in Family::ALL {
+                self.write_roots(inactive, trie, family, &plan.roots[trie as usize][family as usize]);
+            }
         }
+        self.maps.write_policy(inactive, &plan.tables);
         debug!(
             "wrote the inactive set: {:.1} ms",
             t.elapsed().as_secs_f64() * 1e3

@@ -3,8 +3,15 @@
 use anyhow::{Context, Result};
 use aya::maps::{Array, MapData, PerCpuArray};
 use filter_common::maps as names;
-use filter_common::trie::{Node, NodeMeta, PARTS_ENTRIES, ROOT_TABLE_WORDS};
-use filter_common::{Attachment, Counter, FilterConfig};
+use filter_common::limits::{LimitConf, MAX_LIMITS};
+use filter_common::rules::{
+    RuleBits, BITS_ENTRIES, CLASS_SET_WORDS, CLASS_TABLE_WORDS, DIMS, INFO_ENTRIES, MAX_CLASSES,
+    MAX_RULES,
+};
+use filter_common::trie::{Node, NodeMeta, PARTS_ENTRIES, ROOT_TABLE_WORDS, SETS};
+use filter_common::{Attachment, Counter, PolicyConfig};
+
+use crate::policy::apply::PolicyTables;
 
 use super::pins::PinDir;
 use super::raw::Mapped;
@@ -19,12 +26,6 @@ pub fn counters_raw(pins: &PinDir) -> Result<MapData> {
     pins.open_map(names::COUNTERS)
 }
 
-pub fn config(pins: &PinDir) -> Result<Array<MapData, FilterConfig>> {
-    Ok(Array::try_from(aya::maps::Map::Array(
-        pins.open_map(names::CONFIG)?,
-    ))?)
-}
-
 pub fn iface_slots(pins: &PinDir) -> Result<Array<MapData, u32>> {
     Ok(Array::try_from(aya::maps::Map::Array(
         pins.open_map(names::IFACE_SLOTS)?,
@@ -37,8 +38,8 @@ pub fn attachments(pins: &PinDir) -> Result<Array<MapData, Attachment>> {
     ))?)
 }
 
-/// The list structures and the generation word, mapped for reading and writing; the node
-/// pool is mapped piecewise, only where a change writes.
+/// Everything a generation switch writes, mapped for reading and writing; the node pool is
+/// mapped piecewise, only where a change writes.
 pub struct ListMaps {
     pub state: Mapped<u64>,
     pub root: Mapped<u64>,
@@ -46,6 +47,12 @@ pub struct ListMaps {
     nodes: MapData,
     meta: MapData,
     pool_nodes: u32,
+    policy: Mapped<PolicyConfig>,
+    rule_classes: Mapped<u64>,
+    rule_bits: Mapped<RuleBits>,
+    rule_info: Mapped<u64>,
+    rule_monitor: Mapped<RuleBits>,
+    limits: Mapped<LimitConf>,
 }
 
 fn map<T: bytemuck::Pod>(pins: &PinDir, name: &str, expected: Option<u32>) -> Result<Mapped<T>> {
@@ -94,12 +101,55 @@ impl ListMaps {
             nodes,
             meta,
             pool_nodes,
+            policy: map(pins, names::POLICY, Some(SETS))?,
+            rule_classes: map(pins, names::RULE_CLASSES, Some(CLASS_TABLE_WORDS))?,
+            rule_bits: map(pins, names::RULE_BITS, Some(BITS_ENTRIES))?,
+            rule_info: map(pins, names::RULE_INFO, Some(INFO_ENTRIES))?,
+            rule_monitor: map(pins, names::RULE_MONITOR, Some(SETS))?,
+            limits: map(pins, names::LIMITS, Some(SETS * MAX_LIMITS))?,
         })
     }
 
     /// Nodes in the pool (node 0 is never used).
     pub fn pool_nodes(&self) -> u32 {
         self.pool_nodes
+    }
+
+    /// Write set `set`'s settings, rule tables and limits.
+    pub fn write_policy(&mut self, set: u32, t: &PolicyTables) {
+        let s = set as usize;
+        let n = CLASS_SET_WORDS as usize;
+        self.rule_classes.as_mut_slice()[s * n..(s + 1) * n].copy_from_slice(&t.rules.classes);
+        let n = (DIMS * MAX_CLASSES) as usize;
+        self.rule_bits.as_mut_slice()[s * n..(s + 1) * n].copy_from_slice(&t.rules.bits);
+        let n = MAX_RULES as usize;
+        self.rule_info.as_mut_slice()[s * n..(s + 1) * n].copy_from_slice(&t.rules.info);
+        self.rule_monitor.set(s, t.rules.monitor);
+        let n = MAX_LIMITS as usize;
+        self.limits.as_mut_slice()[s * n..(s + 1) * n].copy_from_slice(&t.limits);
+        self.policy.set(s, t.config);
+    }
+
+    /// The settings a set holds (for `status`).
+    pub fn policy_config(&self, set: u32) -> PolicyConfig {
+        self.policy.get(set as usize)
+    }
+
+    /// Zero the per-CPU counters of the given rule and limit slots.
+    pub fn reset_counters(&self, pins: &PinDir, rules: &[u32], limits: &[u32]) -> Result<()> {
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+        for (name, slots) in [(names::RULE_COUNTERS, rules), (names::LIMIT_COUNTERS, limits)] {
+            if slots.is_empty() {
+                continue;
+            }
+            let mut m: PerCpuArray<MapData, Counter> =
+                PerCpuArray::try_from(aya::maps::Map::PerCpuArray(pins.open_map(name)?))?;
+            for &slot in slots {
+                let zeros = aya::maps::PerCpuValues::try_from(vec![Counter::default(); cpus])?;
+                m.set(slot, zeros, 0)?;
+            }
+        }
+        Ok(())
     }
 
     /// Map pool positions `first..first + count` for writing: cells and meta.

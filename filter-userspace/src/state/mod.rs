@@ -3,6 +3,7 @@
 //! program's attachments.
 
 pub mod attach;
+pub mod bans;
 pub mod generation;
 pub mod maps;
 pub mod pins;

@@ -16,6 +16,7 @@ use filter_common::ListKind;
 use super::pins::PinDir;
 use super::raw::{create_mmapable_array, Mapped};
 use crate::lists::compile::{Extent, Item, RootTables};
+use crate::policy::Policy;
 
 /// One entry, its address aligned to the top of 128 bits (as the trie reads it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -225,32 +226,66 @@ fn partition_point_in(family: Family, words: &[u64], pred: impl Fn(Entry) -> boo
     lo
 }
 
+/// Where list entries came from: `block`/`allow` commands, or the policy file. The program
+/// enforces their union; each is changed only by its own way in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Origin {
+    Cli = 0,
+    Policy = 1,
+}
+
+impl Origin {
+    pub const ALL: [Origin; 2] = [Origin::Cli, Origin::Policy];
+}
+
+/// The policy in force, as applied (its lists are in the snapshot's entry lists), and which
+/// counter slot each rule and limit has (a slot follows its name across applies).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AppliedPolicy {
+    pub policy: Policy,
+    pub rule_slots: BTreeMap<String, u32>,
+    pub limit_slots: BTreeMap<String, u32>,
+    /// CPUs the global limits' rates were divided by.
+    pub cpus: u32,
+    /// Unix time of the apply.
+    pub applied_at: u64,
+    /// The policy has protected prefixes.
+    pub has_protected: bool,
+    /// Prefix lengths of bans placed by hand, per family (their lookups stay on).
+    pub manual_ban_prefixes: [Vec<u8>; 2],
+}
+
 /// Everything one generation holds, in memory.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Snapshot {
     pub generation: u64,
-    /// Entries per list and family, sorted and without duplicates.
-    pub lists: [[EntryList; 2]; 2],
-    /// Partition (/16) -> its nodes, per family.
-    pub partitions: [BTreeMap<u16, Extent>; 2],
+    /// Entries per origin, list and family, sorted and without duplicates.
+    pub lists: [[[EntryList; 2]; 3]; 2],
+    /// Partition (/16) -> its nodes, per trie and family.
+    pub partitions: [[BTreeMap<u16, Extent>; 2]; 2],
+    pub policy: AppliedPolicy,
 }
 
 impl Default for Snapshot {
     fn default() -> Self {
+        let lists = || [(); 3].map(|_| Family::ALL.map(EntryList::new));
         Snapshot {
             generation: 0,
-            lists: [
-                Family::ALL.map(EntryList::new),
-                Family::ALL.map(EntryList::new),
-            ],
+            lists: [lists(), lists()],
             partitions: Default::default(),
+            policy: AppliedPolicy::default(),
         }
     }
 }
 
 const MAGIC: u64 = u64::from_be_bytes(*b"FGSNAP01");
-const FORMAT: u64 = 1;
-const HEADER_WORDS: usize = 16;
+const FORMAT: u64 = 2;
+const HEADER_WORDS: usize = 32;
+/// Header words: 0 magic, 1 format, 2 generation, 4..16 entry counts (origin, kind, family),
+/// 16..20 partition counts (trie, family), 20 policy bytes.
+const COUNTS_AT: usize = 4;
+const PARTS_AT: usize = 16;
+const POLICY_AT: usize = 20;
 
 fn words_per_entry(family: Family) -> usize {
     match family {
@@ -260,93 +295,134 @@ fn words_per_entry(family: Family) -> usize {
 }
 
 impl Snapshot {
-    pub fn list(&self, kind: ListKind, family: Family) -> &EntryList {
-        &self.lists[kind as usize][family as usize]
+    pub fn list(&self, origin: Origin, kind: ListKind, family: Family) -> &EntryList {
+        &self.lists[origin as usize][kind as usize][family as usize]
     }
 
-    pub fn list_mut(&mut self, kind: ListKind, family: Family) -> &mut EntryList {
-        &mut self.lists[kind as usize][family as usize]
+    pub fn list_mut(&mut self, origin: Origin, kind: ListKind, family: Family) -> &mut EntryList {
+        &mut self.lists[origin as usize][kind as usize][family as usize]
     }
 
-    /// The items of /16 and shorter of both lists of a family, for the root tables.
-    pub fn short_items(&self, family: Family) -> Vec<Item> {
+    /// Entries of a list from both origins, sorted, each once.
+    pub fn union(&self, kind: ListKind, family: Family) -> Vec<Entry> {
+        let (a, b) = (
+            self.list(Origin::Cli, kind, family),
+            self.list(Origin::Policy, kind, family),
+        );
+        if b.is_empty() {
+            return a.iter().collect();
+        }
+        let mut out: Vec<Entry> = a.iter().chain(b.iter()).collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Entries in the union of a list, without building it.
+    pub fn union_len(&self, kind: ListKind, family: Family) -> usize {
+        let (a, b) = (
+            self.list(Origin::Cli, kind, family),
+            self.list(Origin::Policy, kind, family),
+        );
+        if b.is_empty() {
+            a.len()
+        } else {
+            self.union(kind, family).len()
+        }
+    }
+
+    /// The items of /16 and shorter of a trie's lists (both origins), for the root tables.
+    pub fn short_items(&self, trie: u32, family: Family) -> Vec<Item> {
         let mut out = Vec::new();
-        for kind in ListKind::ALL {
-            let list = self.list(kind, family);
-            let w = list.stride();
-            // Scan the length words only: a million entries take a millisecond.
-            for (i, chunk) in list.words().chunks_exact(w).enumerate() {
-                if (chunk[w - 1] & 0xff) as u32 <= filter_common::trie::ROOT_BITS {
-                    let e = list.get(i);
-                    out.push(Item {
-                        addr: e.addr,
-                        len: e.len,
-                        verdict: kind.verdict() as u8,
-                    });
+        for kind in ListKind::ALL.into_iter().filter(|k| k.trie() == trie) {
+            for origin in Origin::ALL {
+                let list = self.list(origin, kind, family);
+                let w = list.stride();
+                // Scan the length words only: a million entries take a millisecond.
+                for (i, chunk) in list.words().chunks_exact(w).enumerate() {
+                    if (chunk[w - 1] & 0xff) as u32 <= filter_common::trie::ROOT_BITS {
+                        let e = list.get(i);
+                        out.push(Item {
+                            addr: e.addr,
+                            len: e.len,
+                            verdict: kind.verdict() as u8,
+                        });
+                    }
                 }
             }
         }
         out
     }
 
-    /// The root tables this generation implies for a family.
-    pub fn root_tables(&self, family: Family) -> RootTables {
-        RootTables::of(&self.short_items(family), &self.partitions[family as usize])
+    /// The root tables this generation implies for a trie and family.
+    pub fn root_tables(&self, trie: u32, family: Family) -> RootTables {
+        RootTables::of(
+            &self.short_items(trie, family),
+            &self.partitions[trie as usize][family as usize],
+        )
     }
 
-    /// Nodes the partitions of both families occupy.
+    /// Nodes the partitions occupy.
     pub fn pool_in_use(&self) -> u64 {
         self.partitions
             .iter()
+            .flatten()
             .flat_map(|p| p.values())
             .map(|e| u64::from(e.count))
             .sum()
     }
 
-    /// Words [`Snapshot::encode_into`] writes.
-    pub fn encoded_len(&self) -> usize {
+    fn policy_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.policy).expect("plain data serializes")
+    }
+
+    /// Words [`Snapshot::encode_into`] writes, with the policy already serialized.
+    fn encoded_len_with(&self, policy: &[u8]) -> usize {
         HEADER_WORDS
             + self
                 .lists
                 .iter()
                 .flatten()
+                .flatten()
                 .map(|l| l.words.len())
                 .sum::<usize>()
-            + 2 * self.partitions.iter().map(BTreeMap::len).sum::<usize>()
+            + 2 * self
+                .partitions
+                .iter()
+                .flatten()
+                .map(BTreeMap::len)
+                .sum::<usize>()
+            + policy.len().div_ceil(8)
     }
 
     pub fn encode(&self) -> Vec<u64> {
-        let mut words = vec![0; self.encoded_len()];
-        self.encode_into(&mut words);
+        let policy = self.policy_bytes();
+        let mut words = vec![0; self.encoded_len_with(&policy)];
+        self.encode_into(&policy, &mut words);
         words
     }
 
-    /// Write the encoding into `out` (exactly `encoded_len` words): straight into a new
+    /// Write the encoding into `out` (exactly `encoded_len_with` words): straight into a new
     /// snapshot map, with no copy in between.
-    pub fn encode_into(&self, out: &mut [u64]) {
+    fn encode_into(&self, policy: &[u8], out: &mut [u64]) {
         let (header, mut rest) = out.split_at_mut(HEADER_WORDS);
         header.fill(0);
         header[0] = MAGIC;
         header[1] = FORMAT;
         header[2] = self.generation;
-        let mut i = 4;
-        for kind in ListKind::ALL {
-            for family in Family::ALL {
-                header[i] = self.list(kind, family).len() as u64;
-                i += 1;
-            }
+        for (i, l) in self.lists.iter().flatten().flatten().enumerate() {
+            header[COUNTS_AT + i] = l.len() as u64;
         }
-        header[8] = self.partitions[0].len() as u64;
-        header[9] = self.partitions[1].len() as u64;
-        for kind in ListKind::ALL {
-            for family in Family::ALL {
-                let words = self.list(kind, family).words();
-                let (dst, tail) = rest.split_at_mut(words.len());
-                dst.copy_from_slice(words);
-                rest = tail;
-            }
+        for (i, p) in self.partitions.iter().flatten().enumerate() {
+            header[PARTS_AT + i] = p.len() as u64;
         }
-        for parts in &self.partitions {
+        header[POLICY_AT] = policy.len() as u64;
+        for l in self.lists.iter().flatten().flatten() {
+            let (dst, tail) = rest.split_at_mut(l.words.len());
+            dst.copy_from_slice(l.words());
+            rest = tail;
+        }
+        for parts in self.partitions.iter().flatten() {
             for (&p16, extent) in parts {
                 let (dst, tail) = rest.split_at_mut(2);
                 dst[0] = u64::from(p16);
@@ -354,7 +430,11 @@ impl Snapshot {
                 rest = tail;
             }
         }
-        debug_assert!(rest.is_empty());
+        for (w, chunk) in rest.iter_mut().zip(policy.chunks(8)) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            *w = u64::from_le_bytes(b);
+        }
     }
 
     pub fn decode(words: &[u64]) -> Result<Snapshot> {
@@ -376,7 +456,10 @@ impl Snapshot {
             generation: words[2],
             ..Default::default()
         };
-        if words[4..8].iter().any(|&n| n > u64::from(u32::MAX)) {
+        if words[COUNTS_AT..POLICY_AT + 1]
+            .iter()
+            .any(|&n| n > u64::from(u32::MAX))
+        {
             bail!("snapshot is corrupt");
         }
         let mut at = HEADER_WORDS;
@@ -387,41 +470,55 @@ impl Snapshot {
             at += n;
             Ok(at - n..at)
         };
-        let mut count = 4;
-        for kind in ListKind::ALL {
+        let mut i = COUNTS_AT;
+        for origin in Origin::ALL {
+            for kind in ListKind::ALL {
+                for family in Family::ALL {
+                    let n = words[i] as usize;
+                    i += 1;
+                    let range = take(n * words_per_entry(family))?;
+                    s.list_mut(origin, kind, family).words = keep(range);
+                }
+            }
+        }
+        let mut i = PARTS_AT;
+        for trie in 0..2 {
             for family in Family::ALL {
-                let n = words[count] as usize;
-                count += 1;
-                let w = words_per_entry(family);
-                let range = take(n * w)?;
-                s.list_mut(kind, family).words = keep(range);
+                let n = words[i] as usize;
+                i += 1;
+                let range = take(2 * n)?;
+                for pair in words[range].chunks_exact(2) {
+                    s.partitions[trie][family as usize].insert(
+                        pair[0] as u16,
+                        Extent {
+                            first: (pair[1] >> 32) as u32,
+                            count: pair[1] as u32,
+                        },
+                    );
+                }
             }
         }
-        for family in Family::ALL {
-            let n = words[8 + family as usize] as usize;
-            let range = take(2 * n)?;
-            for pair in words[range].chunks_exact(2) {
-                s.partitions[family as usize].insert(
-                    pair[0] as u16,
-                    Extent {
-                        first: (pair[1] >> 32) as u32,
-                        count: pair[1] as u32,
-                    },
-                );
-            }
-        }
+        let bytes = words[POLICY_AT] as usize;
+        let range = take(bytes.div_ceil(8))?;
+        let raw: Vec<u8> = words[range]
+            .iter()
+            .flat_map(|w| w.to_le_bytes())
+            .take(bytes)
+            .collect();
+        s.policy = serde_json::from_slice(&raw).context("the snapshot's policy is corrupt")?;
         Ok(s)
     }
 
     /// Store as generation `self.generation` on bpffs, replacing a leftover of the same number
     /// (from a change that was cut short before it took effect).
     pub fn store(&self, pins: &PinDir) -> Result<()> {
-        let n = self.encoded_len();
+        let policy = self.policy_bytes();
+        let n = self.encoded_len_with(&policy);
         let map = create_mmapable_array::<u64>("fg_snapshot", n as u32)
             .context("cannot create the snapshot map")?;
         {
             let mut mapped = Mapped::<u64>::new(&map, true).context("cannot map the snapshot")?;
-            self.encode_into(&mut mapped.as_mut_slice()[..n]);
+            self.encode_into(&policy, &mut mapped.as_mut_slice()[..n]);
         }
         let path = pins.snapshot(self.generation);
         if path.exists() {
@@ -445,8 +542,10 @@ impl Snapshot {
             Mapped::<u64>::new(&map, false)
                 .with_context(|| format!("cannot map {}", path.display()))?,
         );
-        let s = Snapshot::decode_with(mapped.as_slice(), |r| Words::Mapped(Arc::clone(&mapped), r))
-            .with_context(|| format!("reading {}", path.display()))?;
+        let s = Snapshot::decode_with(mapped.as_slice(), |r| {
+            Words::Mapped(Arc::clone(&mapped), r)
+        })
+        .with_context(|| format!("reading {}", path.display()))?;
         if s.generation != generation {
             bail!(
                 "{} holds generation {}, not {generation}: run `floodgate detach --all` and attach again",
@@ -476,12 +575,22 @@ mod tests {
             v.sort_unstable();
             EntryList::from_sorted(family, v)
         };
-        *s.list_mut(ListKind::Block, Family::V4) =
+        *s.list_mut(Origin::Cli, ListKind::Block, Family::V4) =
             sorted(Family::V4, &["10.0.0.0/8", "192.0.2.7", "0.0.0.0/0"]);
-        *s.list_mut(ListKind::Allow, Family::V6) =
+        *s.list_mut(Origin::Policy, ListKind::Allow, Family::V6) =
             sorted(Family::V6, &["2001:db8::/32", "::/0", "2001:db8::1"]);
-        s.partitions[0].insert(0x0a00, Extent { first: 1, count: 3 });
-        s.partitions[1].insert(
+        *s.list_mut(Origin::Policy, ListKind::Protected, Family::V4) =
+            sorted(Family::V4, &["203.0.113.0/24"]);
+        s.policy.rule_slots.insert("r".into(), 3);
+        s.policy.policy.rules.push(crate::policy::Rule {
+            name: "r".into(),
+            drop: true,
+            mode: crate::policy::RuleMode::Monitor,
+            preset: Some("tcp-flags".into()),
+            matches: crate::policy::presets::expand("tcp-flags").unwrap(),
+        });
+        s.partitions[0][0].insert(0x0a00, Extent { first: 1, count: 3 });
+        s.partitions[1][1].insert(
             0x2001,
             Extent {
                 first: 4,
@@ -535,7 +644,7 @@ mod tests {
     fn refuses_garbage() {
         assert!(Snapshot::decode(&[0; 20]).is_err());
         let mut w = Snapshot::default().encode();
-        w[4] = 1000; // claims entries that are not there
+        w[COUNTS_AT] = 1000; // claims entries that are not there
         assert!(Snapshot::decode(&w).is_err());
     }
 }

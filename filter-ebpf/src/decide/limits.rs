@@ -1,0 +1,333 @@
+//! Rate thresholds, bans and known sources. Only reached when the policy has limits or bans.
+//!
+//! Per-source buckets live in an LRU hash shared by all CPUs and are charged with
+//! compare-and-swap, so one source's limit holds whichever CPUs its packets arrive on. A source
+//! gets a bucket only once a per-CPU count-min sketch has seen it send `track_after` packets in
+//! the current second: a random-source flood, one or two packets per source, creates no
+//! per-source state and cannot evict real clients' buckets. Global buckets are per CPU (no
+//! shared cache line under a flood), each with the rate divided by the CPUs.
+
+use core::intrinsics::AtomicOrdering;
+
+use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
+use aya_ebpf::programs::XdpContext;
+use aya_log_ebpf::info;
+use filter_common::limits::{
+    classes_of, gcra, masked, prefix_for, sketch_slot, Ban, BanKey, Bucket, KnownKey, LimitConf,
+    SourceKey, BYTE_TICKS_PER_NS, CALM_AFTER_NS, MAX_LIMITS, PER_SOURCE, SKETCH_EPOCH_SHIFT,
+    SKETCH_ROWS,
+};
+use filter_common::packet::Packet;
+use filter_common::rules::MODE_MONITOR;
+use filter_common::trie::{Family, TRIE_PROTECTED};
+use filter_common::{
+    PolicyConfig, MAX_INTERFACES, POLICY_BANS, POLICY_KNOWN, POLICY_PROTECTED,
+};
+
+use crate::maps::{
+    BANS, GLOBAL_BUCKETS, KNOWN, LIMITS, SKETCH, SOURCE_BUCKETS,
+};
+use crate::observe;
+
+const BPF_NOEXIST: u64 = 1;
+
+/// What the limits make of a packet.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Pass,
+    /// A limit in monitor mode would have dropped it.
+    Monitored,
+    Drop,
+}
+
+/// Coarse monotonic time: a few ns to read; its tick (a few ms) only shapes bursts within a
+/// tick, the long-run rate is exact.
+#[inline(always)]
+pub fn now() -> u64 {
+    // SAFETY: helper without preconditions.
+    unsafe { bpf_ktime_get_coarse_ns() }
+}
+
+/// Charge a shared TAT: a few compare-and-swap attempts, then give way (the CPUs that won
+/// charged the bucket; a packet that loses every race passes).
+#[inline(always)]
+fn charge_shared(tat: *mut u64, now: u64, cost: u64, tolerance: u64) -> bool {
+    let mut i = 0;
+    while i < 4 {
+        // SAFETY: `tat` points into a map value the verifier checked; the value stays valid
+        // while this program runs.
+        let old = unsafe { core::ptr::read_volatile(tat) };
+        let Some(new) = gcra(old, now, cost, tolerance) else {
+            return false;
+        };
+        // SAFETY: as above; an 8-byte aligned u64.
+        let (_, ok) = unsafe {
+            core::intrinsics::atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(
+                tat, old, new,
+            )
+        };
+        if ok {
+            return true;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Count the source in this CPU's sketch; returns its estimate for the current epoch.
+#[inline(always)]
+fn sketch_bump(hi: u64, lo: u64, now: u64) -> u32 {
+    let epoch = ((now >> SKETCH_EPOCH_SHIFT) & 0xff) as u32;
+    let mut estimate = u32::MAX;
+    let mut row = 0;
+    while row < SKETCH_ROWS {
+        if let Some(c) = SKETCH.get_ptr_mut(sketch_slot(hi, lo, row)) {
+            // SAFETY: per-CPU slot; only this CPU writes it while this program runs.
+            let v = unsafe { *c };
+            let count = if v >> 24 == epoch { (v & 0x00ff_ffff) + 1 } else { 1 };
+            // SAFETY: as above.
+            unsafe { *c = epoch << 24 | count.min(0x00ff_ffff) };
+            if count < estimate {
+                estimate = count;
+            }
+        }
+        row += 1;
+    }
+    estimate
+}
+
+#[inline(always)]
+fn protected(set: u32, policy: &PolicyConfig, p: &Packet) -> bool {
+    policy.flags & POLICY_PROTECTED != 0
+        && super::lists::lookup(set, TRIE_PROTECTED, p) != filter_common::trie::CELL_NONE
+}
+
+/// Whether the source is banned (and the ban has not lapsed): one lookup per ban prefix
+/// length in use, usually one.
+#[inline(always)]
+pub fn banned(policy: &PolicyConfig, p: &Packet) -> bool {
+    if policy.flags & POLICY_BANS == 0 {
+        return false;
+    }
+    let prefixes = match p.family {
+        Family::V4 => policy.ban_prefixes_v4,
+        Family::V6 => policy.ban_prefixes_v6,
+    };
+    let t = now();
+    let mut i = 0;
+    while i < 4 {
+        let prefix = u32::from(prefixes[i]);
+        if prefix == 0 {
+            break;
+        }
+        let (hi, lo) = masked(p.src_hi, p.src_lo, prefix);
+        let key = BanKey {
+            family: p.family as u32,
+            prefix,
+            hi,
+            lo,
+        };
+        // SAFETY: plain data read once.
+        if let Some(ban) = unsafe { BANS.get(&key) } {
+            if ban.expires > t {
+                return true;
+            }
+            // Lapsed: tidy up so `bans list` shows only live bans.
+            let _ = BANS.remove(&key);
+        }
+        i += 1;
+    }
+    false
+}
+
+#[inline(always)]
+fn place_ban(ctx: &XdpContext, conf: &LimitConf, p: &Packet, prefix: u32, t: u64, estimate: u32) {
+    let (hi, lo) = masked(p.src_hi, p.src_lo, prefix);
+    let key = BanKey {
+        family: p.family as u32,
+        prefix,
+        hi,
+        lo,
+    };
+    let ban = Ban {
+        expires: t + conf.ban_ns,
+        limit_id: conf.id,
+        reserved: 0,
+    };
+    // Only the first CPU to ban a source logs it: rare, never per packet.
+    if BANS.insert(&key, &ban, BPF_NOEXIST).is_ok() {
+        match p.family {
+            Family::V4 => info!(
+                ctx,
+                "ban {:i}/{} by limit {} for {} s, {} packets in its last second on this CPU",
+                (hi >> 32) as u32,
+                prefix,
+                conf.id,
+                conf.ban_ns / 1_000_000_000,
+                estimate
+            ),
+            Family::V6 => {
+                let mut a = [0u8; 16];
+                a[..8].copy_from_slice(&hi.to_be_bytes());
+                a[8..].copy_from_slice(&lo.to_be_bytes());
+                info!(
+                    ctx,
+                    "ban {:i}/{} by limit {} for {} s, {} packets in its last second on this CPU",
+                    a,
+                    prefix,
+                    conf.id,
+                    conf.ban_ns / 1_000_000_000,
+                    estimate
+                )
+            }
+        }
+    }
+}
+
+/// A per-source limit; on `Drop`, also the source's sketch estimate (for the ban event).
+#[inline(always)]
+fn per_source(conf: &LimitConf, p: &Packet, t: u64) -> (Outcome, u32) {
+    let prefix = prefix_for(conf, p.family);
+    let (hi, lo) = masked(p.src_hi, p.src_lo, prefix);
+    let key = SourceKey {
+        id: conf.id,
+        family: p.family as u32,
+        hi,
+        lo,
+    };
+    let mut estimate = 0;
+    let bucket = match SOURCE_BUCKETS.get_ptr_mut(&key) {
+        Some(b) => b,
+        None => {
+            estimate = sketch_bump(hi, lo ^ u64::from(conf.id), t);
+            if estimate < conf.track_after {
+                return (Outcome::Pass, 0);
+            }
+            let _ = SOURCE_BUCKETS.insert(&key, &Bucket::default(), BPF_NOEXIST);
+            match SOURCE_BUCKETS.get_ptr_mut(&key) {
+                Some(b) => b,
+                None => return (Outcome::Pass, 0),
+            }
+        }
+    };
+    // SAFETY: field pointers into the map value the lookup returned.
+    let (pkt_tat, byte_tat) =
+        unsafe { (&raw mut (*bucket).pkt_tat, &raw mut (*bucket).byte_tat) };
+    let ok = (conf.pkt_cost == 0 || charge_shared(pkt_tat, t, conf.pkt_cost, conf.pkt_tolerance))
+        && (conf.byte_cost == 0
+            || charge_shared(
+                byte_tat,
+                t.wrapping_mul(BYTE_TICKS_PER_NS),
+                u64::from(p.len) * conf.byte_cost,
+                conf.byte_tolerance,
+            ));
+    if ok {
+        (Outcome::Pass, 0)
+    } else {
+        (Outcome::Drop, estimate)
+    }
+}
+
+#[inline(always)]
+fn known_key(p: &Packet) -> KnownKey {
+    let (hi, lo) = match p.family {
+        Family::V4 => masked(p.src_hi, p.src_lo, 32),
+        Family::V6 => masked(p.src_hi, p.src_lo, 64),
+    };
+    KnownKey {
+        family: p.family as u32,
+        reserved: 0,
+        hi,
+        lo,
+    }
+}
+
+/// A global limit (this CPU's share of it, for this interface).
+#[inline(always)]
+fn global(
+    index: u32,
+    conf: &LimitConf,
+    policy: &PolicyConfig,
+    p: &Packet,
+    t: u64,
+    slot: u32,
+) -> Outcome {
+    let Some(g) = GLOBAL_BUCKETS.get_ptr_mut(index * MAX_INTERFACES + slot) else {
+        return Outcome::Pass;
+    };
+    // SAFETY: per-CPU value: only this CPU touches it while this program runs.
+    let g = unsafe { &mut *g };
+    let bytes = u64::from(p.len) * conf.byte_cost;
+    let tb = t.wrapping_mul(BYTE_TICKS_PER_NS);
+    let pkt = if conf.pkt_cost == 0 {
+        Some(g.pkt_tat)
+    } else {
+        gcra(g.pkt_tat, t, conf.pkt_cost, conf.pkt_tolerance)
+    };
+    let byte = if conf.byte_cost == 0 {
+        Some(g.byte_tat)
+    } else {
+        gcra(g.byte_tat, tb, bytes, conf.byte_tolerance)
+    };
+    if let (Some(pt), Some(bt)) = (pkt, byte) {
+        g.pkt_tat = pt;
+        g.byte_tat = bt;
+        if policy.flags & POLICY_KNOWN != 0 && t.saturating_sub(g.last_exceeded) > CALM_AFTER_NS {
+            // Peacetime: remember who talks to us.
+            let key = known_key(p);
+            // SAFETY: plain data.
+            if unsafe { KNOWN.get(&key) }.is_none() {
+                let _ = KNOWN.insert(&key, &t, 0);
+            }
+        }
+        return Outcome::Pass;
+    }
+    g.last_exceeded = t;
+    if policy.flags & POLICY_KNOWN != 0 {
+        // SAFETY: plain data.
+        if unsafe { KNOWN.get(&known_key(p)) }.is_some() {
+            // Known sources pass first and use up the threshold; the rest shares what is left.
+            if conf.pkt_cost != 0 {
+                g.pkt_tat = (if g.pkt_tat > t { g.pkt_tat } else { t }) + conf.pkt_cost;
+            }
+            if conf.byte_cost != 0 {
+                g.byte_tat = (if g.byte_tat > tb { g.byte_tat } else { tb }) + bytes;
+            }
+            return Outcome::Pass;
+        }
+    }
+    Outcome::Drop
+}
+
+/// Apply the policy's limits to a packet of set `set` arriving on counter slot `slot`.
+#[inline(always)]
+pub fn check(ctx: &XdpContext, set: u32, policy: &PolicyConfig, p: &Packet, slot: u32) -> Outcome {
+    let classes = classes_of(p);
+    let t = now();
+    let mut result = Outcome::Pass;
+    let mut i = 0;
+    while i < MAX_LIMITS && i < policy.limits {
+        if let Some(conf) = LIMITS.get(set * MAX_LIMITS + i) {
+            if classes & (1 << conf.class) != 0 {
+                let (outcome, estimate) = if conf.per == PER_SOURCE {
+                    per_source(conf, p, t)
+                } else {
+                    (global(i, conf, policy, p, t, slot), 0)
+                };
+                // Protected prefixes are never limited or banned.
+                if outcome == Outcome::Drop && !protected(set, policy, p) {
+                    observe::count_limit(conf.counter, p.len);
+                    if conf.mode as u64 != MODE_MONITOR {
+                        if conf.per == PER_SOURCE && conf.ban_ns != 0 {
+                            place_ban(ctx, conf, p, prefix_for(conf, p.family), t, estimate);
+                        }
+                        return Outcome::Drop;
+                    }
+                    result = Outcome::Monitored;
+                }
+            }
+        }
+        i += 1;
+    }
+    result
+}

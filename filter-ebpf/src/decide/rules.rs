@@ -1,0 +1,36 @@
+//! L4 rules: the shared bit-vector match of `filter_common::rules` over the maps.
+
+use filter_common::packet::Packet;
+use filter_common::rules::{self, RuleMatch, RuleMemory, RULE_WORDS};
+
+use crate::maps::{RULE_BITS, RULE_CLASSES, RULE_MONITOR};
+
+struct Maps;
+
+impl RuleMemory for Maps {
+    #[inline(always)]
+    fn class_word(&self, index: u32) -> u64 {
+        RULE_CLASSES.get(index).copied().unwrap_or(0)
+    }
+
+    #[inline(always)]
+    fn bits_word(&self, index: u32, word: usize) -> u64 {
+        match RULE_BITS.get(index) {
+            Some(b) => b.words[word & (RULE_WORDS - 1)],
+            None => 0,
+        }
+    }
+
+    #[inline(always)]
+    fn monitor_word(&self, set: u32, word: usize) -> u64 {
+        match RULE_MONITOR.get(set) {
+            Some(b) => b.words[word & (RULE_WORDS - 1)],
+            None => 0,
+        }
+    }
+}
+
+#[inline(always)]
+pub fn first_match(set: u32, p: &Packet, words: u32, dims: u32) -> RuleMatch {
+    rules::first_match(&Maps, set, p, words as usize, dims)
+}

@@ -1,0 +1,11 @@
+//! `run`: the daemon.
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use crate::state::PinDir;
+
+pub fn run(pins: &PinDir, config: &Path, detach_on_exit: bool) -> Result<()> {
+    crate::daemon::run(pins, config, detach_on_exit)
+}

@@ -1,0 +1,315 @@
+//! Publishing a policy: its lists, rules and limits become one new generation together with
+//! everything else the program reads, so no packet is judged by half of the old policy and
+//! half of the new one. A failed or interrupted apply leaves the previous policy in force.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{bail, Result};
+use filter_common::limits::{LimitConf, MAX_LIMITS, PER_GLOBAL};
+use filter_common::rules::MAX_RULES;
+use filter_common::trie::Family;
+use filter_common::{ListKind, PolicyConfig, POLICY_BANS, POLICY_KNOWN, POLICY_PROTECTED};
+use serde::Serialize;
+
+use super::rules::RuleTables;
+use super::{guard, limits, load, Policy};
+use crate::lists::{edit_lists, plan, Edit};
+use crate::state::snapshot::{AppliedPolicy, Origin};
+use crate::state::{PinDir, Session};
+
+/// Everything policy-wide a set holds, compiled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyTables {
+    pub config: PolicyConfig,
+    pub rules: RuleTables,
+    /// `MAX_LIMITS` entries, the first `config.limits` in use.
+    pub limits: Vec<LimitConf>,
+}
+
+/// The table rules of a policy, in match order, each with its counter slot.
+fn rule_specs(a: &AppliedPolicy) -> Vec<(filter_common::model::RuleSpec, u32)> {
+    a.policy
+        .rules
+        .iter()
+        .flat_map(|r| {
+            let slot = a.rule_slots.get(&r.name).copied().unwrap_or(0);
+            r.specs().map(move |s| (s, slot))
+        })
+        .collect()
+}
+
+/// Ban prefix lengths of a family: the limits' that ban, then those of bans placed by hand.
+fn ban_prefixes(a: &AppliedPolicy, family: Family) -> Result<[u8; 4]> {
+    let mut lens: Vec<u8> = a
+        .policy
+        .limits
+        .iter()
+        .filter(|l| l.ban_seconds.is_some())
+        .map(|l| match family {
+            Family::V4 => l.prefix_v4,
+            Family::V6 => l.prefix_v6,
+        })
+        .chain(a.manual_ban_prefixes[family as usize].iter().copied())
+        .collect();
+    lens.sort_unstable();
+    lens.dedup();
+    if lens.len() > 4 {
+        bail!(
+            "bans of {} distinct {} prefix lengths ({lens:?}); at most 4: give the limits that ban the same prefix_v4/prefix_v6",
+            lens.len(),
+            family.name()
+        );
+    }
+    let mut out = [0u8; 4];
+    // A /0 ban would end the list early: ban lookups need at least one bit.
+    for (o, l) in out.iter_mut().zip(lens.iter().filter(|&&l| l > 0)) {
+        *o = *l;
+    }
+    Ok(out)
+}
+
+/// Compile the policy-wide tables of a generation (pure).
+pub fn tables(a: &AppliedPolicy) -> Result<PolicyTables> {
+    let p = &a.policy;
+    let rules = super::rules::compile(&rule_specs(a))?;
+    let mut limits = vec![LimitConf::default(); MAX_LIMITS as usize];
+    for (slot, l) in limits.iter_mut().zip(&p.limits) {
+        *slot = limits::conf(l, a.limit_slots.get(&l.name).copied().unwrap_or(0), a.cpus);
+    }
+    let v4 = ban_prefixes(a, Family::V4)?;
+    let v6 = ban_prefixes(a, Family::V6)?;
+    let mut flags = 0;
+    if v4[0] != 0 || v6[0] != 0 {
+        flags |= POLICY_BANS;
+    }
+    if p.limits
+        .iter()
+        .any(|l| l.per == PER_GLOBAL && l.known_sources_first)
+    {
+        flags |= POLICY_KNOWN;
+    }
+    if !p.limits.is_empty() && a.has_protected {
+        flags |= POLICY_PROTECTED;
+    }
+    Ok(PolicyTables {
+        config: PolicyConfig {
+            malformed_policy: p.malformed_policy() as u32,
+            block_mode: if p.block_monitor { 1 } else { 0 },
+            rule_words: rules.words,
+            rule_dims: rules.dims,
+            limits: p.limits.len() as u32,
+            flags,
+            ban_prefixes_v4: v4,
+            ban_prefixes_v6: v6,
+        },
+        rules,
+        limits,
+    })
+}
+
+/// Give every rule and limit a counter slot, keeping the slot of a name that stays.
+fn slots(old: &BTreeMap<String, u32>, names: &[&str], max: u32) -> BTreeMap<String, u32> {
+    let mut out: BTreeMap<String, u32> = names
+        .iter()
+        .filter_map(|n| old.get(*n).map(|&s| (n.to_string(), s)))
+        .collect();
+    let used: Vec<u32> = out.values().copied().collect();
+    let mut free = (0..max).filter(|s| !used.contains(s));
+    for n in names {
+        if !out.contains_key(*n) {
+            out.insert(n.to_string(), free.next().expect("fewer names than slots"));
+        }
+    }
+    out
+}
+
+/// The policy as it will be in force.
+pub fn applied(old: &AppliedPolicy, policy: Policy) -> AppliedPolicy {
+    let rule_names: Vec<&str> = policy.rules.iter().map(|r| r.name.as_str()).collect();
+    let limit_names: Vec<&str> = policy.limits.iter().map(|l| l.name.as_str()).collect();
+    AppliedPolicy {
+        rule_slots: slots(&old.rule_slots, &rule_names, MAX_RULES),
+        limit_slots: slots(&old.limit_slots, &limit_names, MAX_LIMITS),
+        cpus: aya::util::online_cpus().map_or(1, |c| c.len() as u32),
+        applied_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        has_protected: !policy.lists.protected.is_empty(),
+        manual_ban_prefixes: old.manual_ban_prefixes.clone(),
+        policy,
+    }
+}
+
+/// What an apply changes (or would change, with `--dry-run`).
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub generation: u64,
+    pub lists: BTreeMap<String, (usize, usize)>,
+    pub rules_added: Vec<String>,
+    pub rules_removed: Vec<String>,
+    pub rules_changed: Vec<String>,
+    pub limits_added: Vec<String>,
+    pub limits_removed: Vec<String>,
+    pub limits_changed: Vec<String>,
+    pub attach: Vec<String>,
+    pub detach: Vec<String>,
+    pub settings_changed: Vec<String>,
+}
+
+fn diff_named<T: PartialEq>(
+    old: &[T],
+    new: &[T],
+    name: impl Fn(&T) -> &str,
+) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let find = |list: &[T], n: &str| list.iter().position(|x| name(x) == n);
+    let added = new
+        .iter()
+        .filter(|x| find(old, name(x)).is_none())
+        .map(|x| name(x).to_string())
+        .collect();
+    let removed = old
+        .iter()
+        .filter(|x| find(new, name(x)).is_none())
+        .map(|x| name(x).to_string())
+        .collect();
+    let changed = new
+        .iter()
+        .filter(|x| find(old, name(x)).is_some_and(|i| old[i] != **x))
+        .map(|x| name(x).to_string())
+        .collect();
+    (added, removed, changed)
+}
+
+/// Check `path`, guard against lockout, and publish it as one generation (or, with
+/// `dry_run`, only say what would change).
+pub fn apply(pins: &PinDir, path: &Path, dry_run: bool, force: bool) -> Result<Report> {
+    let policy = load(path)?;
+    let mut session = Session::open_for_change(pins)?;
+    let old = session.current()?;
+    let mut edits = Vec::new();
+    let mut report = Report::default();
+    for (kind, entries) in [
+        (ListKind::Allow, &policy.lists.allow),
+        (ListKind::Block, &policy.lists.block),
+        (ListKind::Protected, &policy.lists.protected),
+    ] {
+        let edited = edit_lists(&old, Origin::Policy, kind, Edit::Replace(entries.clone()))?;
+        report.lists.insert(
+            kind.name().to_string(),
+            (edited.change.added, edited.change.removed),
+        );
+        if edited.change.added + edited.change.removed > 0 {
+            edits.push((Origin::Policy, kind, edited));
+        }
+    }
+    let old_p = &old.policy.policy;
+    (report.rules_added, report.rules_removed, report.rules_changed) =
+        diff_named(&old_p.rules, &policy.rules, |r| &r.name);
+    (report.limits_added, report.limits_removed, report.limits_changed) =
+        diff_named(&old_p.limits, &policy.limits, |l| &l.name);
+    if old_p.malformed_pass != policy.malformed_pass {
+        report.settings_changed.push("malformed".into());
+    }
+    if old_p.block_monitor != policy.block_monitor {
+        report.settings_changed.push("lists.mode".into());
+    }
+    if let Some(want) = &policy.interfaces {
+        let attached: Vec<String> = crate::state::attach::attached(pins)?
+            .into_iter()
+            .map(|a| a.name)
+            .collect();
+        report.attach = want
+            .names
+            .iter()
+            .filter(|n| !attached.contains(n))
+            .cloned()
+            .collect();
+        report.detach = attached
+            .iter()
+            .filter(|n| !want.names.contains(n))
+            .cloned()
+            .collect();
+    }
+    if !dry_run {
+        for name in report.attach.iter() {
+            if crate::state::attach::ifindex(name).is_none() {
+                bail!(crate::error::UsageError(format!(
+                    "interface {name} named in {} does not exist (see `ip link`); nothing was changed",
+                    path.display()
+                )));
+            }
+        }
+    }
+    let next = applied(&old.policy, policy.clone());
+    if !force {
+        guard::check(&old, &next, &policy)?;
+    }
+    report.generation = old.generation;
+    if dry_run {
+        return Ok(report);
+    }
+    let new_rule_slots: Vec<u32> = next
+        .rule_slots
+        .iter()
+        .filter(|(n, _)| !old.policy.rule_slots.contains_key(*n))
+        .map(|(_, &s)| s)
+        .collect();
+    let new_limit_slots: Vec<u32> = next
+        .limit_slots
+        .iter()
+        .filter(|(n, _)| !old.policy.limit_slots.contains_key(*n))
+        .map(|(_, &s)| s)
+        .collect();
+    let plan = plan(old, edits, Some(next), session.pool_nodes())?;
+    report.generation = plan.snapshot.generation;
+    // Slots given to new names start at zero; the old generation does not count into them.
+    session.reset_counters(&new_rule_slots, &new_limit_slots)?;
+    session.commit(plan)?;
+    drop(session);
+    if let Some(want) = &policy.interfaces {
+        if !report.attach.is_empty() {
+            crate::state::attach::attach(pins, &report.attach, super::attach_mode(&want.mode), None)?;
+        }
+        if !report.detach.is_empty() {
+            crate::state::attach::detach(pins, &report.detach)?;
+        }
+    }
+    Ok(report)
+}
+
+/// Change the malformed-packet policy alone, as one generation.
+pub fn set_malformed(pins: &PinDir, pass: bool) -> Result<u64> {
+    let mut session = Session::open_for_change(pins)?;
+    let old = session.current()?;
+    if old.policy.policy.malformed_pass == pass {
+        return Ok(old.generation);
+    }
+    let mut next = old.policy.clone();
+    next.policy.malformed_pass = pass;
+    let plan = plan(old, Vec::new(), Some(next), session.pool_nodes())?;
+    let generation = plan.snapshot.generation;
+    session.commit(plan)?;
+    Ok(generation)
+}
+
+/// Make sure bans of these prefix lengths are looked up, as one generation if that changes
+/// anything.
+pub fn ensure_ban_prefixes(session: &mut Session, lens: &[(Family, u8)]) -> Result<()> {
+    let old = session.current()?;
+    let mut next = old.policy.clone();
+    for &(family, len) in lens {
+        let l = &mut next.manual_ban_prefixes[family as usize];
+        if !l.contains(&len) {
+            l.push(len);
+            l.sort_unstable();
+        }
+    }
+    if next == old.policy {
+        return Ok(());
+    }
+    // Checked here, before anything is written: at most four lengths per family.
+    tables(&next)?;
+    let plan = plan(old, Vec::new(), Some(next), session.pool_nodes())?;
+    session.commit(plan)
+}

@@ -1,0 +1,143 @@
+//! Limits as the program reads them: GCRA costs and tolerances from pps, bps and burst.
+
+use filter_common::limits::{LimitConf, BYTE_TICKS_PER_NS, PER_GLOBAL};
+use filter_common::model::LimitSpec;
+
+use super::Limit;
+
+/// A stable identity for a limit's per-source state: FNV-1a of its name (never 0).
+pub fn limit_id(name: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in name.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h.max(1)
+}
+
+/// The program's view of `l`. Global limits run one bucket per CPU, each with `1/cpus` of the
+/// rate and of the burst.
+pub fn conf(l: &Limit, counter: u32, cpus: u32) -> LimitConf {
+    let share = if l.per == PER_GLOBAL { u64::from(cpus.max(1)) } else { 1 };
+    let burst = (l.burst / share).max(1);
+    let (pkt_cost, pkt_tolerance) = match l.pps {
+        Some(pps) => {
+            let cost = (1_000_000_000 * share).div_ceil(pps);
+            (cost, (burst - 1) * cost)
+        }
+        None => (0, 0),
+    };
+    // The byte bucket holds as long a burst as the packet bucket (100 ms without a pps).
+    let window_ns = match l.pps {
+        Some(pps) => (l.burst * 1_000_000_000 / pps).max(1_000_000),
+        None => 100_000_000,
+    };
+    let (byte_cost, byte_tolerance) = match l.bps {
+        Some(bps) => {
+            let cost = (8 * 1_000_000_000 * BYTE_TICKS_PER_NS * share).div_ceil(bps).max(1);
+            (cost, window_ns * BYTE_TICKS_PER_NS)
+        }
+        None => (0, 0),
+    };
+    LimitConf {
+        id: limit_id(&l.name),
+        counter,
+        class: l.class,
+        per: l.per,
+        mode: l.mode.bits() as u8,
+        prefix_v4: l.prefix_v4,
+        prefix_v6: l.prefix_v6,
+        reserved: [0; 3],
+        pkt_cost,
+        pkt_tolerance,
+        byte_cost,
+        byte_tolerance,
+        ban_ns: l.ban_seconds.map_or(0, |s| u64::from(s) * 1_000_000_000),
+        // A source gets a bucket of its own once it sent half a burst within a second on one
+        // CPU: a random-source flood never gets there.
+        track_after: (burst / 2).clamp(1, 1000) as u32,
+        reserved2: 0,
+    }
+}
+
+/// The reference model's view of the same limit.
+pub fn spec(c: &LimitConf, family_v6: bool) -> LimitSpec {
+    LimitSpec {
+        classes: 1 << c.class,
+        per_source: c.per != PER_GLOBAL,
+        prefix: u32::from(if family_v6 { c.prefix_v6 } else { c.prefix_v4 }),
+        pkt_cost: c.pkt_cost,
+        pkt_tolerance: c.pkt_tolerance,
+        byte_cost: c.byte_cost,
+        byte_tolerance: c.byte_tolerance,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::RuleMode;
+    use filter_common::limits::{CLASS_UDP, PER_SOURCE};
+    use filter_common::model::ReferenceLimiter;
+    use filter_common::packet::Packet;
+    use filter_common::parse::IPPROTO_UDP;
+
+    fn limit(pps: Option<u64>, bps: Option<u64>, burst: u64) -> Limit {
+        Limit {
+            name: "t".into(),
+            class: CLASS_UDP,
+            per: PER_SOURCE,
+            pps,
+            bps,
+            burst,
+            prefix_v4: 32,
+            prefix_v6: 64,
+            ban_seconds: None,
+            mode: RuleMode::Enforce,
+            known_sources_first: true,
+        }
+    }
+
+    /// Packets a source sending `rate` pps for `secs` gets through, with the clock advancing
+    /// in ticks of `tick_ns` (the kernel's coarse clock).
+    fn passed(l: &Limit, rate: u64, secs: u64, tick_ns: u64, len: u32) -> u64 {
+        let c = conf(l, 0, 1);
+        let mut m = ReferenceLimiter::new(vec![spec(&c, false)]);
+        let p = Packet {
+            proto: IPPROTO_UDP,
+            len,
+            ..Packet::v4(0x0a00_0001)
+        };
+        let n = rate * secs;
+        (0..n)
+            .filter(|i| {
+                let t = i * 1_000_000_000 / rate;
+                m.admit(&p, t - t % tick_ns)
+            })
+            .count() as u64
+    }
+
+    #[test]
+    fn packet_rate_holds_at_every_overload_with_a_coarse_clock() {
+        let l = limit(Some(1000), None, 100);
+        for overload in [2, 10, 100] {
+            let got = passed(&l, 1000 * overload, 10, 4_000_000, 100);
+            // 10 s at 1000 pps, plus the burst.
+            assert!((10_000..=10_100 + 5).contains(&got), "{overload}x: {got}");
+        }
+    }
+
+    #[test]
+    fn byte_rate_holds() {
+        // 1 Mbit/s with 1000-byte packets: 125 packets per second.
+        let l = limit(None, Some(1_000_000), 1);
+        let got = passed(&l, 1000, 10, 4_000_000, 1000);
+        assert!((1250..=1250 + 13).contains(&got), "{got}");
+    }
+
+    #[test]
+    fn stable_ids() {
+        assert_eq!(limit_id("syn-per-source"), limit_id("syn-per-source"));
+        assert_ne!(limit_id("a"), limit_id("b"));
+    }
+}

@@ -1,0 +1,636 @@
+//! The policy: one TOML file with the lists, L4 rules, rate limits, protected prefixes and
+//! interfaces. Validated completely first ([`load`]), then published as one generation with
+//! everything else the program reads ([`apply`]).
+
+pub mod apply;
+pub mod file;
+pub mod guard;
+pub mod limits;
+pub mod presets;
+pub mod rules;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use filter_common::limits::{CLASS_NAMES, PER_GLOBAL, PER_SOURCE};
+use filter_common::model::RuleSpec;
+use filter_common::packet::*;
+use filter_common::rules::*;
+use filter_common::MalformedPolicy;
+use serde::{Deserialize, Serialize};
+
+use crate::lists::entries::{self, Prefix};
+use crate::state::attach::Mode;
+use file::{NumOrRange, Problem, Rate, RawRule, Reporter};
+
+/// `enforce` or `monitor`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleMode {
+    #[default]
+    Enforce,
+    Monitor,
+}
+
+impl RuleMode {
+    pub fn bits(self) -> u64 {
+        match self {
+            RuleMode::Enforce => MODE_ENFORCE,
+            RuleMode::Monitor => MODE_MONITOR,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RuleMode::Enforce => "enforce",
+            RuleMode::Monitor => "monitor",
+        }
+    }
+}
+
+/// One `[[rule]]`, checked: what it matches (per dimension), what it does.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rule {
+    pub name: String,
+    pub drop: bool,
+    pub mode: RuleMode,
+    pub preset: Option<String>,
+    /// The match, one spec per table rule (a preset expands to several).
+    pub matches: Vec<Match>,
+}
+
+/// Value ranges per dimension (`rules::DIM_*`); `None` is any value.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Match {
+    pub ranges: [Option<Vec<(u32, u32)>>; DIMS as usize],
+}
+
+impl Rule {
+    /// The rule as the reference model and the table compiler see it, one per match.
+    pub fn specs(&self) -> impl Iterator<Item = RuleSpec> + '_ {
+        self.matches.iter().map(|m| RuleSpec {
+            drop: self.drop,
+            monitor: self.mode == RuleMode::Monitor,
+            ranges: m.ranges.clone(),
+        })
+    }
+}
+
+/// One `[[limit]]`, checked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limit {
+    pub name: String,
+    /// `limits::CLASS_*`.
+    pub class: u8,
+    /// `limits::PER_*`.
+    pub per: u8,
+    pub pps: Option<u64>,
+    /// Bits per second.
+    pub bps: Option<u64>,
+    /// Packets the bucket holds (a burst at line rate is let through up to this).
+    pub burst: u64,
+    pub prefix_v4: u8,
+    pub prefix_v6: u8,
+    pub ban_seconds: Option<u32>,
+    pub mode: RuleMode,
+    pub known_sources_first: bool,
+}
+
+/// Attachments the policy wants.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Interfaces {
+    pub names: Vec<String>,
+    pub mode: String,
+}
+
+/// A policy, checked, with its list files read.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    /// The file it came from.
+    pub source: Option<PathBuf>,
+    pub malformed_pass: bool,
+    pub block_monitor: bool,
+    pub interfaces: Option<Interfaces>,
+    pub rules: Vec<Rule>,
+    pub limits: Vec<Limit>,
+    /// The list files it names (the daemon watches them).
+    #[serde(default)]
+    pub list_files: Vec<PathBuf>,
+    /// List entries (kept out of the stored policy: the snapshot holds them as entries).
+    #[serde(skip)]
+    pub lists: PolicyLists,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PolicyLists {
+    pub block: Vec<Prefix>,
+    pub allow: Vec<Prefix>,
+    pub protected: Vec<Prefix>,
+}
+
+impl Policy {
+    pub fn malformed_policy(&self) -> MalformedPolicy {
+        if self.malformed_pass {
+            MalformedPolicy::Pass
+        } else {
+            MalformedPolicy::Drop
+        }
+    }
+
+    /// Table rules after preset expansion.
+    pub fn table_rules(&self) -> usize {
+        self.rules.iter().map(|r| r.matches.len()).sum()
+    }
+}
+
+/// Why a policy was refused: every problem found, each with its place.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", render(.0))]
+pub struct Invalid(pub Vec<Problem>);
+
+fn render(problems: &[Problem]) -> String {
+    let mut s = format!(
+        "{} problem{} in the policy; nothing was changed",
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" }
+    );
+    for p in problems {
+        s.push_str(&format!("\n  {p}"));
+    }
+    s
+}
+
+fn one_of(r: &mut Reporter, v: &toml::Spanned<String>, what: &str, choices: &[&str]) -> Option<usize> {
+    let found = choices.iter().position(|c| *c == v.get_ref());
+    if found.is_none() {
+        r.at(
+            v.span(),
+            format!(
+                "{what} '{}' is not known; expected {}",
+                entries::shown(v.get_ref()),
+                choices
+                    .iter()
+                    .map(|c| format!("\"{c}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
+    }
+    found
+}
+
+fn mode_of(r: &mut Reporter, v: &Option<toml::Spanned<String>>) -> RuleMode {
+    match v {
+        None => RuleMode::Enforce,
+        Some(v) => match one_of(r, v, "mode", &["enforce", "monitor"]) {
+            Some(1) => RuleMode::Monitor,
+            _ => RuleMode::Enforce,
+        },
+    }
+}
+
+fn name_of(r: &mut Reporter, v: &toml::Spanned<String>, seen: &mut Vec<String>, what: &str) -> String {
+    let n = v.get_ref();
+    if n.is_empty() || n.len() > 64 || n.chars().any(|c| c.is_control()) {
+        r.at(v.span(), format!("{what} name '{}' must be 1-64 printable characters", entries::shown(n)));
+    } else if seen.contains(n) {
+        r.at(v.span(), format!("{what} name '{n}' is used twice; names identify counters, make them unique"));
+    }
+    seen.push(n.clone());
+    n.clone()
+}
+
+/// A rate with an optional k/M/G suffix (powers of 1000).
+fn parse_rate(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let (digits, mult) = match t.chars().last()? {
+        'k' | 'K' => (&t[..t.len() - 1], 1_000u64),
+        'M' => (&t[..t.len() - 1], 1_000_000),
+        'G' => (&t[..t.len() - 1], 1_000_000_000),
+        _ => (t, 1),
+    };
+    let n: f64 = digits.trim().parse().ok()?;
+    let v = n * mult as f64;
+    (v.is_finite() && v >= 1.0 && v <= 1e13).then_some(v as u64)
+}
+
+/// A number or "a-b" within [lo, hi].
+fn range_of(r: &mut Reporter, v: &toml::Spanned<NumOrRange>, what: &str, lo: u32, hi: u32) -> Option<(u32, u32)> {
+    let bad = |r: &mut Reporter, shown: String| {
+        r.at(
+            v.span(),
+            format!("{what} '{shown}' is not a number or range between {lo} and {hi}; expected e.g. {lo} or \"{lo}-{hi}\""),
+        );
+        None
+    };
+    match v.get_ref() {
+        NumOrRange::Num(n) => {
+            if *n < i64::from(lo) || *n > i64::from(hi) {
+                return bad(r, n.to_string());
+            }
+            Some((*n as u32, *n as u32))
+        }
+        NumOrRange::Text(t) => {
+            let parts: Vec<&str> = t.split('-').map(str::trim).collect();
+            let nums: Option<Vec<u32>> = parts.iter().map(|p| p.parse::<u32>().ok()).collect();
+            match (parts.len(), nums) {
+                (1, Some(n)) if n[0] >= lo && n[0] <= hi => Some((n[0], n[0])),
+                (2, Some(n)) if n[0] <= n[1] && n[0] >= lo && n[1] <= hi => Some((n[0], n[1])),
+                _ => bad(r, entries::shown(t)),
+            }
+        }
+    }
+}
+
+fn tcp_flag_bit(name: &str) -> Option<u32> {
+    Some(match name.to_ascii_uppercase().as_str() {
+        "FIN" => TCP_FIN,
+        "SYN" => TCP_SYN,
+        "RST" => TCP_RST,
+        "PSH" => TCP_PSH,
+        "ACK" => TCP_ACK,
+        "URG" => TCP_URG,
+        "ECE" => TCP_ECE,
+        "CWR" => TCP_CWR,
+        _ => return None,
+    })
+}
+
+/// `"SYN,!ACK"`: flags that must be set and (with `!`) clear; the values of the flags byte
+/// that satisfy it, as ranges.
+pub fn tcp_flags_ranges(text: &str) -> Result<Vec<(u32, u32)>, String> {
+    let (mut set, mut clear) = (0u32, 0u32);
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (neg, name) = match part.strip_prefix('!') {
+            Some(n) => (true, n.trim()),
+            None => (false, part),
+        };
+        let bit = tcp_flag_bit(name).ok_or_else(|| {
+            format!("'{}' is not a TCP flag; expected FIN, SYN, RST, PSH, ACK, URG, ECE or CWR, '!' for a flag that must be clear", entries::shown(name))
+        })?;
+        if neg { clear |= bit } else { set |= bit }
+    }
+    if set & clear != 0 {
+        return Err("a flag cannot be both required and refused".into());
+    }
+    if set | clear == 0 {
+        return Err("no flags given; expected e.g. \"SYN,!ACK\"".into());
+    }
+    Ok(values_to_ranges((0..256).filter(|v| v & set == set && v & clear == 0)))
+}
+
+/// Sorted values as runs.
+pub fn values_to_ranges(values: impl Iterator<Item = u32>) -> Vec<(u32, u32)> {
+    let mut out: Vec<(u32, u32)> = Vec::new();
+    for v in values {
+        match out.last_mut() {
+            Some(last) if last.1 + 1 == v => last.1 = v,
+            _ => out.push((v, v)),
+        }
+    }
+    out
+}
+
+fn check_rule(r: &mut Reporter, raw: &toml::Spanned<RawRule>, seen: &mut Vec<String>) -> Option<Rule> {
+    let rule = raw.get_ref();
+    let name = name_of(r, &rule.name, seen, "rule");
+    let before = r.problems.len();
+    let drop = match &rule.action {
+        None => true,
+        Some(a) => one_of(r, a, "action", &["drop", "pass"]) != Some(1),
+    };
+    let mode = mode_of(r, &rule.mode);
+    if let Some(preset) = &rule.preset {
+        let others = [
+            rule.protocol.is_some(),
+            rule.dst_ports.is_some(),
+            rule.src_ports.is_some(),
+            rule.tcp_flags.is_some(),
+            rule.length.is_some(),
+            rule.ttl.is_some(),
+            rule.icmp_type.is_some(),
+            rule.fragments.is_some(),
+        ];
+        if others.iter().any(|&o| o) {
+            r.at(preset.span(), "a preset rule takes only name, action and mode; write the extra match as a rule of its own");
+        }
+        let Some(matches) = presets::expand(preset.get_ref()) else {
+            r.at(
+                preset.span(),
+                format!("preset '{}' is not known; expected \"reflection\" or \"tcp-flags\"", entries::shown(preset.get_ref())),
+            );
+            return None;
+        };
+        return (r.problems.len() == before).then(|| Rule {
+            name,
+            drop,
+            mode,
+            preset: Some(preset.get_ref().clone()),
+            matches,
+        });
+    }
+    let mut m = Match::default();
+    let proto = match &rule.protocol {
+        None => None,
+        Some(p) => match one_of(r, p, "protocol", &["tcp", "udp", "icmp", "icmpv6", "any"]) {
+            Some(0) => Some(filter_common::parse::IPPROTO_TCP),
+            Some(1) => Some(filter_common::parse::IPPROTO_UDP),
+            Some(2) => Some(filter_common::parse::IPPROTO_ICMP),
+            Some(3) => Some(filter_common::parse::IPPROTO_ICMPV6),
+            _ => None,
+        },
+    };
+    if let Some(p) = proto {
+        m.ranges[DIM_PROTO as usize] = Some(vec![(u32::from(p), u32::from(p))]);
+    }
+    let is = |p: u8| proto.is_none_or(|q| q == p);
+    for (field, dim, what) in [(&rule.dst_ports, DIM_DPORT, "dst_ports"), (&rule.src_ports, DIM_SPORT, "src_ports")] {
+        if let Some(ports) = field {
+            if !is(filter_common::parse::IPPROTO_TCP) && !is(filter_common::parse::IPPROTO_UDP) {
+                r.at(ports.span(), format!("{what} needs protocol \"tcp\", \"udp\" or \"any\""));
+            }
+            let mut ranges = Vec::new();
+            for p in ports.get_ref().clone().into_vec() {
+                if let Some(range) = range_of(r, &p, "port", 0, 65535) {
+                    ranges.push(range);
+                }
+            }
+            m.ranges[dim as usize] = Some(ranges);
+        }
+    }
+    if let Some(flags) = &rule.tcp_flags {
+        if proto != Some(filter_common::parse::IPPROTO_TCP) {
+            r.at(flags.span(), "tcp_flags needs protocol = \"tcp\"");
+        }
+        match tcp_flags_ranges(flags.get_ref()) {
+            Ok(v) => m.ranges[DIM_TCP_FLAGS as usize] = Some(v),
+            Err(e) => r.at(flags.span(), e),
+        }
+    }
+    if let Some(len) = &rule.length {
+        if let Some(range) = range_of(r, len, "length", 0, 65535) {
+            m.ranges[DIM_LEN as usize] = Some(vec![range]);
+        }
+    }
+    if let Some(ttl) = &rule.ttl {
+        if let Some(range) = range_of(r, ttl, "ttl", 0, 255) {
+            m.ranges[DIM_TTL as usize] = Some(vec![range]);
+        }
+    }
+    if let Some(t) = &rule.icmp_type {
+        if !matches!(proto, Some(filter_common::parse::IPPROTO_ICMP | filter_common::parse::IPPROTO_ICMPV6)) {
+            r.at(t.span(), "icmp_type needs protocol \"icmp\" or \"icmpv6\"");
+        }
+        let v = *t.get_ref();
+        if !(0..=255).contains(&v) {
+            r.at(t.span(), format!("icmp_type {v} is not between 0 and 255"));
+        } else {
+            m.ranges[DIM_ICMP_TYPE as usize] = Some(vec![(v as u32, v as u32)]);
+        }
+    }
+    if let Some(f) = &rule.fragments {
+        let ranges = match one_of(r, f, "fragments", &["any", "first", "later", "none"]) {
+            Some(0) => vec![(u32::from(FRAG_FIRST), u32::from(FRAG_LATER))],
+            Some(1) => vec![(u32::from(FRAG_FIRST), u32::from(FRAG_FIRST))],
+            Some(2) => vec![(u32::from(FRAG_LATER), u32::from(FRAG_LATER))],
+            _ => vec![(u32::from(FRAG_NONE), u32::from(FRAG_NONE))],
+        };
+        m.ranges[DIM_FRAG as usize] = Some(ranges);
+    }
+    if m.ranges.iter().all(Option::is_none) && drop {
+        r.at(raw.span(), format!("rule '{name}' matches every packet; give it a protocol, ports, flags or another match (or use a limit)"));
+    }
+    (r.problems.len() == before).then(|| Rule {
+        name,
+        drop,
+        mode,
+        preset: None,
+        matches: vec![m],
+    })
+}
+
+fn check_limit(r: &mut Reporter, raw: &toml::Spanned<file::RawLimit>, seen: &mut Vec<String>) -> Option<Limit> {
+    let l = raw.get_ref();
+    let name = name_of(r, &l.name, seen, "limit");
+    let before = r.problems.len();
+    let class = one_of(r, &l.class, "class", &CLASS_NAMES).unwrap_or(0) as u8;
+    let per = match one_of(r, &l.per, "per", &["source", "global"]) {
+        Some(1) => PER_GLOBAL,
+        _ => PER_SOURCE,
+    };
+    let pps = l.pps.as_ref().and_then(|p| {
+        let v = *p.get_ref();
+        if !(1..=1_000_000_000).contains(&v) {
+            r.at(p.span(), format!("pps {v} is not between 1 and 1000000000"));
+            None
+        } else {
+            Some(v as u64)
+        }
+    });
+    let bps = l.bps.as_ref().and_then(|b| {
+        let v = match b.get_ref() {
+            Rate::Num(n) if *n >= 1 => Some(*n as u64),
+            Rate::Num(_) => None,
+            Rate::Text(t) => parse_rate(t),
+        };
+        if v.is_none() {
+            r.at(b.span(), "bps is not a rate in bits per second; expected e.g. 1000000, \"800k\", \"10M\" or \"1G\"");
+        }
+        v
+    });
+    if pps.is_none() && bps.is_none() && l.pps.is_none() && l.bps.is_none() {
+        r.at(raw.span(), format!("limit '{name}' needs pps, bps or both"));
+    }
+    let burst = match &l.burst {
+        None => pps.map_or(1, |p| (p / 10).max(1)),
+        Some(b) => {
+            let v = *b.get_ref();
+            if !(1..=1_000_000_000).contains(&v) {
+                r.at(b.span(), format!("burst {v} is not between 1 and 1000000000 packets"));
+            }
+            v.max(1) as u64
+        }
+    };
+    let prefix = |r: &mut Reporter, v: &Option<toml::Spanned<i64>>, max: i64, default: u8, what: &str| -> u8 {
+        match v {
+            None => default,
+            Some(p) => {
+                if per == PER_GLOBAL {
+                    r.at(p.span(), format!("{what} applies to per = \"source\" limits"));
+                }
+                let x = *p.get_ref();
+                if !(0..=max).contains(&x) {
+                    r.at(p.span(), format!("{what} {x} is not a prefix length between 0 and {max}"));
+                    default
+                } else {
+                    x as u8
+                }
+            }
+        }
+    };
+    let prefix_v4 = prefix(r, &l.prefix_v4, 32, 32, "prefix_v4");
+    let prefix_v6 = prefix(r, &l.prefix_v6, 128, 64, "prefix_v6");
+    let ban_seconds = l.ban_seconds.as_ref().and_then(|b| {
+        let v = *b.get_ref();
+        if per == PER_GLOBAL {
+            r.at(b.span(), "ban_seconds applies to per = \"source\" limits: a global limit has no source to ban");
+            None
+        } else if !(1..=30 * 86_400).contains(&v) {
+            r.at(b.span(), format!("ban_seconds {v} is not between 1 and 2592000 (30 days)"));
+            None
+        } else {
+            Some(v as u32)
+        }
+    });
+    let mode = mode_of(r, &l.mode);
+    let known_sources_first = l.known_sources_first.as_ref().is_none_or(|k| *k.get_ref());
+    (r.problems.len() == before).then_some(Limit {
+        name,
+        class,
+        per,
+        pps,
+        bps,
+        burst,
+        prefix_v4,
+        prefix_v6,
+        ban_seconds,
+        mode,
+        known_sources_first,
+    })
+}
+
+/// Read list entries given inline, with each bad one reported where it stands.
+fn inline_entries(r: &mut Reporter, items: &[toml::Spanned<String>]) -> Vec<Prefix> {
+    let mut out = Vec::new();
+    for item in items {
+        match entries::parse_entry(item.get_ref()) {
+            Ok(p) => out.push(p),
+            Err(e) => r.at(item.span(), e),
+        }
+    }
+    out
+}
+
+/// Read list files named in the policy (relative to the policy's directory).
+fn file_entries(r: &mut Reporter, files: &[toml::Spanned<String>], names: &mut Vec<PathBuf>) -> Vec<Prefix> {
+    let mut out = Vec::new();
+    for f in files {
+        let path = r.dir.join(f.get_ref());
+        names.push(std::path::absolute(&path).unwrap_or_else(|_| path.clone()));
+        match entries::read_list_file(&path) {
+            Ok(v) => out.extend(v),
+            Err(e) => {
+                let text = format!("{e:#}");
+                r.at(f.span(), format!("list file {}: {}", path.display(), text.lines().next().unwrap_or("")));
+                for line in text.lines().skip(1).take(10) {
+                    r.elsewhere(path.display().to_string(), 0, line.trim().to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Read and check a policy file completely; every problem is reported, nothing is applied.
+pub fn load(path: &Path) -> Result<Policy> {
+    let text = read_text(path)?;
+    check_text(path, &text).map_err(|problems| crate::error::usage_error(Invalid(problems)))
+}
+
+fn read_text(path: &Path) -> Result<String> {
+    const MAX: u64 = 16 << 20;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| anyhow::anyhow!("cannot read policy file {}: {e}", path.display()))?;
+    if meta.is_dir() {
+        return Err(crate::error::usage(format!("{} is a directory; give the policy file", path.display())));
+    }
+    if meta.len() > MAX {
+        return Err(crate::error::usage(format!(
+            "{} is larger than 16 MiB; a policy names big lists with block_files instead of inlining them",
+            path.display()
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read policy file {}: {e}", path.display()))?;
+    String::from_utf8(bytes).map_err(|e| {
+        crate::error::usage(format!(
+            "{}: not UTF-8 text (first bad byte at offset {})",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        ))
+    })
+}
+
+/// Check policy text read from `path`: the policy, or every problem found.
+pub fn check_text(path: &Path, text: &str) -> Result<Policy, Vec<Problem>> {
+    let mut r = Reporter::new(path, text);
+    let Some(raw) = file::parse(text, &mut r) else {
+        return Err(r.problems);
+    };
+    let mut policy = Policy {
+        source: std::path::absolute(path).ok(),
+        ..Default::default()
+    };
+    if let Some(m) = &raw.malformed {
+        policy.malformed_pass = one_of(&mut r, m, "malformed", &["drop", "pass"]) == Some(1);
+    }
+    if let Some(i) = &raw.interfaces {
+        let mut names = Vec::new();
+        for n in &i.get_ref().names {
+            let name = n.get_ref();
+            if name.is_empty() || name.len() > 15 || name.contains(['/', '\0']) || name.chars().any(char::is_whitespace) {
+                r.at(n.span(), format!("'{}' is not an interface name (1-15 characters, no '/' or spaces)", entries::shown(name)));
+            } else if names.contains(name) {
+                r.at(n.span(), format!("interface {name} is listed twice"));
+            } else {
+                names.push(name.clone());
+            }
+        }
+        let mode = match &i.get_ref().mode {
+            None => "auto".to_string(),
+            Some(m) => {
+                let k = one_of(&mut r, m, "interface mode", &["auto", "native", "skb"]);
+                ["auto", "native", "skb"][k.unwrap_or(0)].to_string()
+            }
+        };
+        policy.interfaces = Some(Interfaces { names, mode });
+    }
+    let lists = raw.lists.unwrap_or_default();
+    policy.block_monitor = mode_of(&mut r, &lists.mode) == RuleMode::Monitor;
+    policy.lists.block = inline_entries(&mut r, &lists.block);
+    policy.lists.block.extend(file_entries(&mut r, &lists.block_files, &mut policy.list_files));
+    policy.lists.allow = inline_entries(&mut r, &lists.allow);
+    policy.lists.allow.extend(file_entries(&mut r, &lists.allow_files, &mut policy.list_files));
+    policy.lists.protected = inline_entries(&mut r, &lists.protected);
+    let mut names = Vec::new();
+    for l in &raw.limit {
+        if let Some(limit) = check_limit(&mut r, l, &mut names) {
+            policy.limits.push(limit);
+        }
+    }
+    if raw.limit.len() > filter_common::limits::MAX_LIMITS as usize {
+        r.at(raw.limit[filter_common::limits::MAX_LIMITS as usize].span(), format!("more than {} limits; merge some", filter_common::limits::MAX_LIMITS));
+    }
+    let mut names = Vec::new();
+    for rule in &raw.rule {
+        if let Some(checked) = check_rule(&mut r, rule, &mut names) {
+            policy.rules.push(checked);
+        }
+    }
+    if policy.table_rules() > MAX_RULES as usize {
+        r.at(0..0, format!("the rules expand to {} table rules (presets count several); at most {MAX_RULES}", policy.table_rules()));
+    }
+    if r.problems.is_empty() {
+        Ok(policy)
+    } else {
+        Err(r.problems)
+    }
+}
+
+/// A mode name for the attach mechanism.
+pub fn attach_mode(name: &str) -> Mode {
+    match name {
+        "native" => Mode::Native,
+        "skb" => Mode::Skb,
+        _ => Mode::Auto,
+    }
+}
