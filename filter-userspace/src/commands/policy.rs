@@ -5,7 +5,7 @@ use filter_common::MalformedPolicy;
 
 use crate::cli::MalformedArg;
 use crate::outln;
-use crate::state::pins::Locked;
+use crate::state::pins::{Access, Locked};
 use crate::state::{maps, PinDir};
 
 pub fn malformed_name(policy: u32) -> &'static str {
@@ -17,7 +17,7 @@ pub fn malformed_name(policy: u32) -> &'static str {
 }
 
 pub fn policy(pins: &PinDir, malformed: Option<MalformedArg>) -> Result<()> {
-    let _locked = Locked::loaded(pins)?;
+    let _locked = Locked::loaded(pins, Access::Write)?;
     let mut map = maps::config(pins)?;
     let mut config = map.get(&0, 0)?;
     if let Some(m) = malformed {

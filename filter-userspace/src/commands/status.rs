@@ -1,6 +1,6 @@
 //! `status`: what is loaded and attached, the generation in force, list sizes, pool use and
-//! the kernel memory the maps take. Reads only the snapshot header-sized facts, so it stays
-//! fast with million-entry lists.
+//! the kernel memory the maps take. Reads the live snapshot in place (no entry is copied), so
+//! it stays fast with million-entry lists.
 
 use anyhow::Result;
 use filter_common::maps as names;
