@@ -22,7 +22,8 @@
 //! Atomic change: the root tables (cells, partition entries) exist twice, one *set* per
 //! generation parity. The program reads [`STATE`](crate::maps::STATE) once per packet and
 //! looks only at the active set; partitions live in one node pool and are never modified while
-//! a root table refers to them (a changed partition is written to free nodes first). The
+//! a root table the program may read refers to them (a changed partition is written to free
+//! nodes first, and freed nodes are reused only after a grace period). The
 //! controller writes the inactive set, then flips the state word: each packet sees the old
 //! lists or the new ones, never a mix.
 //!
@@ -96,8 +97,6 @@ pub const PARTS_ENTRIES: u32 = SETS * TRIES * 2 * ROOT_CELLS;
 /// `PARTS` entries: the partition's first node in the low 32 bits, the verdict of the
 /// prefixes that cover the whole /16 (its *cover*) above.
 pub const PART_COVER_SHIFT: u32 = 32;
-/// Node 0 is never used, so a zero partition entry or base is recognisably empty.
-pub const NULL_NODE: u32 = 0;
 
 /// A `PARTS` entry.
 #[inline(always)]

@@ -120,8 +120,8 @@ fn parse_capacity(s: &str) -> Result<u32, String> {
             None => (s, 1),
         },
     };
-    match digits.parse::<u64>().map(|n| n * mult) {
-        Ok(n) if (1024..=(1 << 28)).contains(&n) => Ok(n as u32),
+    match digits.parse::<u64>().ok().and_then(|n| n.checked_mul(mult)) {
+        Some(n) if (1024..=(1 << 28)).contains(&n) => Ok(n as u32),
         _ => Err(format!(
             "'{s}' is not a node count between 1k and 256M (e.g. 4M or 500000)"
         )),

@@ -191,10 +191,15 @@ fn killed_changes_leave_the_old_or_the_new_lists_in_force() {
         assert_eq!(listed(&h), current);
         assert_eq!(snapshots(&h), 1, "leftover snapshots after a repair");
         assert_enforces(&h, &current, &probes, &format!("after repair {round}"));
-        floodgate_cmd(BIN, h.pins())
+        let del = floodgate_cmd(BIN, h.pins())
             .args(["block", "del", "192.0.2.1"])
             .output()
             .unwrap();
+        assert!(
+            del.status.success(),
+            "{}",
+            String::from_utf8_lossy(&del.stderr)
+        );
         current.remove(&floodgate::lists::entries::parse_entry("192.0.2.1").unwrap());
     }
     // An additive load killed mid-way: all of it or none of it.

@@ -323,3 +323,58 @@ fn status_reports_generation_pool_and_memory_as_json() {
     assert!(v["list_pool"]["nodes_in_use"].as_u64().unwrap() >= 2);
     assert!(v["kernel_memory_bytes"]["total"].as_u64().unwrap() > 64 * 1024 * 80);
 }
+
+#[test]
+fn detach_all_refuses_a_directory_of_another_tool() {
+    require_root();
+    let dir = TestPins::new().unwrap();
+    // Another tool's program pinned where floodgate's would be.
+    let mut bench = test_support::BenchObject::new(1 << 10).unwrap();
+    std::fs::remove_file(dir.pins.prog()).ok();
+    bench
+        .pin_program("bench_drop_all", &dir.pins.prog())
+        .unwrap();
+    let out = fg(dir.pins.root(), &["detach", "--all"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("not floodgate's program"), "{err}");
+    assert!(
+        dir.pins.prog().exists(),
+        "another tool's program was unpinned"
+    );
+}
+
+#[test]
+fn detach_all_leaves_pins_in_links_that_are_not_our_links() {
+    let a = Attached::new(&[]);
+    let stranger = a.dir.pins.links_dir().join("their_link");
+    floodgate::state::raw::create_mmapable_array::<u64>("stranger", 1)
+        .unwrap()
+        .pin(&stranger)
+        .unwrap();
+    let out = a.run(&["detach", "--all"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(stranger.exists());
+    assert!(!a.dir.pins.link(&a.net.a_if).exists(), "our link was left");
+    std::fs::remove_file(&stranger).unwrap();
+}
+
+#[test]
+fn pins_of_another_layout_are_named_with_what_to_do() {
+    let h = loaded();
+    // As left by a floodgate whose maps differ: one this version needs is missing.
+    std::fs::remove_file(h.pins().map(filter_common::maps::LIST_META)).unwrap();
+    for args in [
+        &["block", "add", "192.0.2.1"][..],
+        &["status"],
+        &["attach", "lo"],
+    ] {
+        let out = fg(h.pins().root(), args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains("another floodgate version") && err.contains("detach --all"),
+            "{args:?}: {err}"
+        );
+    }
+}

@@ -218,6 +218,7 @@ fn run_thread(seed: u64, frames: usize) -> usize {
             allow: allow.iter().map(|p| p.to_ipnet()).collect(),
             block: block.iter().map(|p| p.to_ipnet()).collect(),
             malformed_policy: policy,
+            ..Default::default()
         };
         let listed: Vec<Prefix> = allow.iter().chain(&block).copied().collect();
         for i in 0..per_epoch {

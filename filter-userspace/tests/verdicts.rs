@@ -521,9 +521,10 @@ fn mapped_access_refuses_another_layout() {
 fn deep_ipv6_prefixes_in_one_partition_stay_exact() {
     // Prefixes of 15 lengths inside one /32, the densest shape of real RIR-derived lists,
     // and /128s under them: every source walks at most one node per 8 bits.
+    // One prefix of each length /33../48, each ending in a 1 bit so they are all distinct.
     let entries: Vec<String> = (33..=48u8)
         .map(|len| {
-            let a: u128 = (0x2a05_35c1u128 << 96) | (0xa380u128 << 80) | (u128::from(len) << 64);
+            let a: u128 = (0x2a05_35c1u128 << 96) | (1u128 << (128 - u32::from(len)));
             Prefix::v6(a, len).to_string()
         })
         .chain([
@@ -533,14 +534,25 @@ fn deep_ipv6_prefixes_in_one_partition_stay_exact() {
         .collect();
     let refs: Vec<&str> = entries.iter().map(String::as_str).collect();
     let mut f = Fixture::new(&["2a05:35c1:a380:30::7"], &refs[..refs.len() - 1]);
-    for probe in [
-        "2a05:35c1:a380:21::1",
-        "2a05:35c1:a380:30::7",
-        "2a05:35c1:a380:30::8",
-        "2a05:35c1:a381::1",
-        "2a05:35c1:ffff::1",
-        "2a05:35c2::1",
-    ] {
+    // Every prefix's first and last address, its neighbours and a source inside it.
+    let mut probes: Vec<String> = (33..=48u32)
+        .flat_map(|len| {
+            let a: u128 = (0x2a05_35c1u128 << 96) | (1u128 << (128 - len));
+            let last = a | ((1u128 << (128 - len)) - 1);
+            [a, a - 1, last, last + 1, a | 0x7]
+        })
+        .map(|a| Ipv6Addr::from(a).to_string())
+        .collect();
+    probes.extend(
+        [
+            "2a05:35c1:a380:30::7",
+            "2a05:35c1:a380:30::8",
+            "2a05:35c1::1",
+            "2a05:35c2::1",
+        ]
+        .map(String::from),
+    );
+    for probe in &probes {
         f.verdict(&v6_frame(probe));
     }
     // The /32 on top makes everything inside it blocked but the allowlisted host.

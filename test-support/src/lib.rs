@@ -253,8 +253,8 @@ pub fn in_netns<T: Send + 'static>(
     .map_err(|_| anyhow::anyhow!("netns thread panicked"))?
 }
 
-/// Every program of the object loaded once, sharing the pinned list maps of a throwaway pin
-/// directory (filled with `lists::update`) and one set of bench-only LPM tries.
+/// Every program of the bench object loaded once, sharing the pinned maps of a throwaway pin
+/// directory (filled with `lists::change`) and one set of bench-only LPM tries.
 pub struct BenchObject {
     pub dir: TestPins,
     ebpf: aya::Ebpf,
@@ -289,6 +289,17 @@ impl BenchObject {
         }
         let product = Xdp::from_pin(dir.pins.prog(), XdpAttachType::Interface)?;
         Ok(Self { dir, ebpf, product })
+    }
+
+    /// Pin program `name` at `path` (to play another tool's program in tests).
+    pub fn pin_program(&mut self, name: &str, path: &std::path::Path) -> Result<()> {
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(name)
+            .with_context(|| format!("no program {name}"))?
+            .try_into()?;
+        prog.pin(path)?;
+        Ok(())
     }
 
     /// Mean ns per run of `frame` through program `name`, over `repeat` runs.

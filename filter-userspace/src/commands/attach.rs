@@ -3,7 +3,7 @@
 use anyhow::{bail, Result};
 
 use crate::outln;
-use crate::state::attach::{self as mech, AttachOutcome, Mode};
+use crate::state::attach::{self as attachments, AttachOutcome, Mode};
 use crate::state::PinDir;
 
 pub fn attach(
@@ -12,7 +12,7 @@ pub fn attach(
     mode: Mode,
     capacity: Option<u32>,
 ) -> Result<()> {
-    for (name, outcome) in mech::attach(pins, interfaces, mode, capacity)? {
+    for (name, outcome) in attachments::attach(pins, interfaces, mode, capacity)? {
         match outcome {
             AttachOutcome::Attached { mode } => {
                 outln!("attached to {name} in {mode} mode (its counters start at zero)")?
@@ -27,7 +27,7 @@ pub fn attach(
 
 pub fn detach(pins: &PinDir, interfaces: &[String], all: bool) -> Result<()> {
     if all {
-        let removed = mech::detach_all(pins)?;
+        let removed = attachments::detach_all(pins)?;
         let names = if removed.interfaces.is_empty() {
             "nothing".to_string()
         } else {
@@ -50,7 +50,7 @@ pub fn detach(pins: &PinDir, interfaces: &[String], all: bool) -> Result<()> {
         }
         return Ok(());
     }
-    let missing = mech::detach(pins, interfaces)?;
+    let missing = attachments::detach(pins, interfaces)?;
     for name in interfaces {
         if !missing.contains(name) {
             outln!("detached from {name}")?;

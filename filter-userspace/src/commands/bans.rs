@@ -43,12 +43,12 @@ pub fn run(pins: &PinDir, action: BansAction) -> Result<()> {
             force,
         } => {
             let sources = entries::parse_args(&texts)?;
-            let mut session = Session::open_for_change(pins)?;
+            let session = Session::open_for_change(pins)?;
             if !force {
                 guard::check_block_add(&session.current()?, &sources)?;
             }
             let lens: Vec<_> = sources.iter().map(|p| (p.family(), p.prefix_len())).collect();
-            apply::ensure_ban_prefixes(&mut session, &lens)?;
+            apply::ensure_ban_prefixes(session, &lens)?;
             bans::add(pins, &sources, seconds)?;
             outln!("banned {} source(s) for {seconds} s", sources.len())?;
         }

@@ -1,6 +1,6 @@
 //! `status`: what is loaded and attached, the policy in force (where it came from, its
 //! generation, every rule and limit with its mode), list sizes, pool use, bans and the kernel
-//! memory the maps take. Reads the live snapshot; fast with million-entry lists.
+//! memory the maps take. Reads the live snapshot in place; fast with million-entry lists.
 
 use anyhow::Result;
 use filter_common::limits::{CLASS_NAMES, PER_GLOBAL};

@@ -177,7 +177,8 @@ fn build(
                 })
                 .copied()
                 .collect();
-            if !inner.is_empty() && c_cover != CELL_ALLOW {
+            // (Under an allowlisted cover nothing is left: no verdict beats allow.)
+            if !inner.is_empty() {
                 value = CELL_MIXED;
                 children.push((c_cover, inner));
             }

@@ -21,7 +21,7 @@ const SHOWN_LINES: usize = 10;
 const MAX_BAD_LINES: usize = 10_000;
 /// Input read at most: a full list with comments is far smaller.
 const MAX_INPUT_BYTES: u64 = 1 << 30;
-/// Entries read at most (both families of a full list, plus one to detect the overflow).
+/// Entries read at most (both families of a full list); one more is refused.
 const MAX_ENTRIES: usize = 2 * LIST_CAPACITY as usize;
 
 /// Parse entries given as arguments; every bad one is reported and nothing is returned.
@@ -46,8 +46,12 @@ pub fn read_list_file(path: &Path) -> Result<Vec<Prefix>> {
     if path == Path::new("-") {
         return read_list(std::io::stdin().lock(), "<stdin>");
     }
-    let file = std::fs::File::open(path)
-        .map_err(|e| anyhow::anyhow!("cannot read list file {}: {e}", path.display()))?;
+    let file = std::fs::File::open(path).map_err(|e| {
+        usage(format!(
+            "cannot read list file {}: {e}; give a readable file, or - for standard input",
+            path.display()
+        ))
+    })?;
     if file.metadata().is_ok_and(|m| m.is_dir()) {
         return Err(usage(format!(
             "{} is a directory; give a list file (one entry per line)",

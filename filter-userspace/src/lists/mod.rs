@@ -319,7 +319,7 @@ pub fn plan(
         let n = part.len();
         let Some(run) = free.iter_mut().find(|r| r.count >= n) else {
             bail!(
-                "the lists need {needed} free nodes in the list pool for this change, but it has {available} (capacity {pool_nodes}, {in_use} in use){}: nothing was changed. A larger pool is set when the filter is first loaded: `floodgate detach --all`, then `floodgate attach IFACE --list-capacity N`",
+                "the lists need {needed} free nodes in the list pool for this change, but it has {available} (capacity {pool_nodes}, {in_use} in use){}: nothing was changed. A larger pool is set when the filter is first loaded: `floodgate detach --all`, then `floodgate attach IFACE --list-capacity N` (the interfaces are unfiltered and the lists empty until you load them again; save them first with `floodgate block list > FILE`)",
                 if available >= needed { ", not in one piece" } else { "" }
             );
         };
@@ -344,12 +344,11 @@ pub fn plan(
 /// Apply `edit` to the command-line list `kind` of the filter pinned at `pins`, as one new
 /// generation.
 pub fn change(pins: &crate::state::PinDir, kind: ListKind, edit: Edit) -> Result<Change> {
-    let mut session = Session::open_for_change(pins)?;
-    change_in(&mut session, kind, edit)
+    change_in(Session::open_for_change(pins)?, kind, edit)
 }
 
 /// As [`change`], in a session the caller opened for change.
-pub fn change_in(session: &mut Session, kind: ListKind, edit: Edit) -> Result<Change> {
+pub fn change_in(session: Session, kind: ListKind, edit: Edit) -> Result<Change> {
     let t = std::time::Instant::now();
     let old = session.current()?;
     tracing::debug!("read snapshot: {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
@@ -542,7 +541,21 @@ mod tests {
                 }
                 _ => Edit::Replace(random),
             };
+            let before: Vec<Extent> = s
+                .partitions
+                .iter()
+                .flat_map(|m| m.values().copied())
+                .collect();
             let plan = apply(&mut pool, &mut s, kind, edit);
+            // Copy on write: nothing is written where the old generation lives.
+            for (new, _) in &plan.partitions {
+                assert!(
+                    before
+                        .iter()
+                        .all(|old| new.end() <= old.first || old.end() <= new.first),
+                    "round {round}: {new:?} overlaps the old generation"
+                );
+            }
             // Every placed partition lies inside the pool and they never overlap.
             let mut extents: Vec<Extent> = s
                 .partitions
@@ -589,6 +602,37 @@ mod tests {
                 pool.restore(seen);
             }
         }
+    }
+
+    #[test]
+    fn the_last_partition_of_each_family_works() {
+        let mut pool = Pool::new(1 << 12);
+        let mut s = Snapshot::default();
+        let plan = apply(
+            &mut pool,
+            &mut s,
+            ListKind::Block,
+            Edit::Add(vec![
+                p("255.255.255.255"),
+                p("ffff:ffff::/32"),
+                p("ffff::1"),
+            ]),
+        );
+        let at = |t: &str| p(t).top_aligned();
+        assert_eq!(
+            pool.lookup(&plan, Family::V4, at("255.255.255.255")),
+            CELL_BLOCK
+        );
+        assert_eq!(
+            pool.lookup(&plan, Family::V4, at("255.255.255.254")),
+            CELL_NONE
+        );
+        assert_eq!(
+            pool.lookup(&plan, Family::V6, at("ffff:ffff::7")),
+            CELL_BLOCK
+        );
+        assert_eq!(pool.lookup(&plan, Family::V6, at("ffff::1")), CELL_BLOCK);
+        assert_eq!(pool.lookup(&plan, Family::V6, at("ffff::2")), CELL_NONE);
     }
 
     #[test]

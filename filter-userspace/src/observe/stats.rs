@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::Result;
-use filter_common::{Reason, REASON_SLOTS};
+use filter_common::{Counter, Reason, MAX_INTERFACES, REASON_SLOTS};
 use serde::Serialize;
 
 use crate::state::attach::attached;
@@ -32,7 +32,17 @@ impl IfaceStats {
 /// Counters summed over CPUs, one entry per attached interface plus "other".
 pub fn read(pins: &PinDir) -> Result<Vec<IfaceStats>> {
     pins.require_loaded()?;
-    let counters = maps::counters(pins)?;
+    // Every counter in one syscall, summed over CPUs.
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+    let sums = crate::state::raw::percpu_array_sums::<Counter>(
+        &maps::counters_raw(pins)?,
+        MAX_INTERFACES * REASON_SLOTS,
+        cpus,
+        |a, b| {
+            a.packets += b.packets;
+            a.bytes += b.bytes;
+        },
+    )?;
     let mut slots: Vec<(u32, String)> = attached(pins)?
         .into_iter()
         .map(|a| (a.slot, a.name))
@@ -42,13 +52,14 @@ pub fn read(pins: &PinDir) -> Result<Vec<IfaceStats>> {
     for (slot, name) in slots {
         let mut reasons = BTreeMap::new();
         for reason in Reason::ALL {
-            let values = counters.get(&(slot * REASON_SLOTS + reason as u32), 0)?;
-            let mut t = Totals::default();
-            for c in values.iter() {
-                t.packets += c.packets;
-                t.bytes += c.bytes;
-            }
-            reasons.insert(reason.name(), t);
+            let c = sums[(slot * REASON_SLOTS + reason as u32) as usize];
+            reasons.insert(
+                reason.name(),
+                Totals {
+                    packets: c.packets,
+                    bytes: c.bytes,
+                },
+            );
         }
         out.push(IfaceStats {
             interface: name,

@@ -266,7 +266,6 @@ pub fn apply(pins: &PinDir, path: &Path, dry_run: bool, force: bool) -> Result<R
     // Slots given to new names start at zero; the old generation does not count into them.
     session.reset_counters(&new_rule_slots, &new_limit_slots)?;
     session.commit(plan)?;
-    drop(session);
     if let Some(want) = &policy.interfaces {
         if !report.attach.is_empty() {
             crate::state::attach::attach(pins, &report.attach, super::attach_mode(&want.mode), None)?;
@@ -280,7 +279,7 @@ pub fn apply(pins: &PinDir, path: &Path, dry_run: bool, force: bool) -> Result<R
 
 /// Change the malformed-packet policy alone, as one generation.
 pub fn set_malformed(pins: &PinDir, pass: bool) -> Result<u64> {
-    let mut session = Session::open_for_change(pins)?;
+    let session = Session::open_for_change(pins)?;
     let old = session.current()?;
     if old.policy.policy.malformed_pass == pass {
         return Ok(old.generation);
@@ -295,7 +294,7 @@ pub fn set_malformed(pins: &PinDir, pass: bool) -> Result<u64> {
 
 /// Make sure bans of these prefix lengths are looked up, as one generation if that changes
 /// anything.
-pub fn ensure_ban_prefixes(session: &mut Session, lens: &[(Family, u8)]) -> Result<()> {
+pub fn ensure_ban_prefixes(session: Session, lens: &[(Family, u8)]) -> Result<()> {
     let old = session.current()?;
     let mut next = old.policy.clone();
     for &(family, len) in lens {

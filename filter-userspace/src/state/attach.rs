@@ -15,7 +15,7 @@ use filter_common::{Attachment, Counter, MAX_IFINDEX, MAX_INTERFACES, REASON_SLO
 use tracing::debug;
 
 use super::maps;
-use super::pins::{Locked, PinDir};
+use super::pins::{Access, Locked, PinDir};
 use crate::error::{usage, UsageError};
 
 /// How to attach: `Auto` tries native (driver) XDP and falls back to generic (skb) XDP.
@@ -158,6 +158,7 @@ pub fn attach(
     }
     let _locked = Locked::creating(pins)?;
     if pins.is_loaded() {
+        pins.require_current_layout()?;
         if let Some(n) = pool_nodes {
             let have = maps::ListMaps::open(pins)?.pool_nodes();
             if have != n {
@@ -294,7 +295,7 @@ pub fn detach(pins: &PinDir, ifaces: &[String]) -> Result<Vec<String>> {
     if !pins.is_loaded() {
         return Ok(ifaces.to_vec());
     }
-    let _locked = Locked::loaded(pins)?;
+    let _locked = Locked::loaded(pins, Access::Write)?;
     let mut table = maps::attachments(pins)?;
     let current = attached(pins)?;
     let mut missing = Vec::new();
@@ -314,8 +315,31 @@ pub struct Removed {
     pub foreign: Vec<std::path::PathBuf>,
 }
 
+/// Maps an earlier floodgate (lists v1) pinned: removed by `detach --all` like ours.
+const EARLIER_MAPS: [&str; 17] = [
+    "CONFIG",
+    "V4_SUMMARY",
+    "V4_VERDICT24",
+    "V4_DETAIL_INDEX",
+    "V4_DETAIL",
+    "ALLOW_V4_HOSTS",
+    "BLOCK_V4_HOSTS",
+    "V6_SUMMARY16",
+    "V6_FILTER32",
+    "ALLOW_V6_BLOCKS",
+    "BLOCK_V6_BLOCKS",
+    "ALLOW_V6_LONG",
+    "BLOCK_V6_LONG",
+    "ALLOW_V4_REC",
+    "BLOCK_V4_REC",
+    "ALLOW_V6_REC",
+    "BLOCK_V6_REC",
+];
+
 /// Detach everything and remove every pin floodgate made: the program and every map go away.
-/// Files floodgate did not create are left alone (and with them the directories holding them).
+/// Only a directory whose pinned program is floodgate's is touched, and in it only the pins
+/// floodgate makes (link pins only if they run that program); anything else, and the
+/// directories holding it, stays.
 pub fn detach_all(pins: &PinDir) -> Result<Removed> {
     if !pins.root().exists() {
         return Ok(Removed {
@@ -324,6 +348,20 @@ pub fn detach_all(pins: &PinDir) -> Result<Removed> {
         });
     }
     let _locked = Locked::existing(pins)?;
+    let ours = if pins.prog().exists() {
+        let info = ProgramInfo::from_pin(pins.prog())
+            .with_context(|| format!("cannot read {}", pins.prog().display()))?;
+        if info.name_as_str() != Some("floodgate") {
+            bail!(
+                "{} is not floodgate's program (it is named {:?}): --pin-dir names another tool's directory; nothing was removed",
+                pins.prog().display(),
+                info.name_as_str().unwrap_or("?")
+            );
+        }
+        Some(info.id())
+    } else {
+        None
+    };
     let interfaces = if pins.map(names::ATTACHMENTS).exists() {
         attached(pins)?.into_iter().map(|a| a.name).collect()
     } else {
@@ -333,28 +371,39 @@ pub fn detach_all(pins: &PinDir) -> Result<Removed> {
     let remove = |path: &std::path::Path| -> Result<()> {
         std::fs::remove_file(path).with_context(|| format!("cannot remove {}", path.display()))
     };
+    let is_our_link =
+        |path: &std::path::Path| ours.is_some() && super::raw::link_prog_id(path) == ours;
+    let is_our_map = |n: &str| {
+        names::PRODUCT_MAPS.contains(&n) || n == names::ATTACHMENTS || EARLIER_MAPS.contains(&n)
+    };
     // Links first: removing a link pin detaches the program from that interface.
-    for (dir, ours) in [
-        (pins.links_dir(), &(|_: &str| true) as &dyn Fn(&str) -> bool),
-        (pins.state_dir(), &|n: &str| n.parse::<u64>().is_ok()),
-        (pins.maps_dir(), &|n: &str| {
-            names::PRODUCT_MAPS.contains(&n) || n == names::ATTACHMENTS
-        }),
+    for (dir, kind) in [
+        (pins.links_dir(), 0),
+        (pins.state_dir(), 1),
+        (pins.maps_dir(), 2),
     ] {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
         };
         for entry in entries {
             let entry = entry?;
+            let path = entry.path();
             let name = entry.file_name();
-            if name.to_str().is_some_and(ours) && entry.file_type()?.is_file() {
-                remove(&entry.path())?;
+            let name = name.to_str().unwrap_or("");
+            let mine = entry.file_type()?.is_file()
+                && match kind {
+                    0 => is_our_link(&path),
+                    1 => name.parse::<u64>().is_ok(),
+                    _ => is_our_map(name),
+                };
+            if mine {
+                remove(&path)?;
             } else {
-                foreign.push(entry.path());
+                foreign.push(path);
             }
         }
     }
-    if pins.prog().exists() {
+    if ours.is_some() {
         remove(&pins.prog())?;
     }
     for dir in [pins.links_dir(), pins.state_dir(), pins.maps_dir()] {

@@ -20,7 +20,7 @@
 
 use std::sync::atomic::{fence, Ordering};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use filter_common::maps::state;
 use filter_common::trie::{
     part_index, root_word_index, table, Family, ROOT_CELLS, ROOT_WORDS, TRIE_LISTS, TRIE_PROTECTED,
@@ -28,7 +28,7 @@ use filter_common::trie::{
 use tracing::debug;
 
 use super::maps::ListMaps;
-use super::pins::{Locked, PinDir};
+use super::pins::{Access, Locked, PinDir};
 use super::snapshot::Snapshot;
 use crate::lists::compile::{Extent, Partition, RootTables};
 use crate::policy::apply::PolicyTables;
@@ -62,9 +62,10 @@ fn grace_period() {
     // SAFETY: membarrier with a plain command and no pointers.
     let rc = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) };
     if rc != 0 {
-        // nohz_full kernels refuse it; a program run lasts microseconds.
-        debug!(
-            "membarrier failed ({}); sleeping instead",
+        // nohz_full kernels refuse it; a program run lasts microseconds, so a pause stands in
+        // (a heuristic, not RCU's guarantee).
+        tracing::warn!(
+            "membarrier failed ({}); waiting 50 ms instead of an RCU grace period",
             std::io::Error::last_os_error()
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -73,9 +74,13 @@ fn grace_period() {
 
 impl Session {
     /// Lock a loaded filter's pin directory to read it (the live generation is consistent
-    /// whatever the other set holds).
+    /// whatever the other set holds); other readers may hold it too.
     pub fn open(pins: &PinDir) -> Result<Session> {
-        let locked = Locked::loaded(pins)?;
+        Self::open_with(pins, Access::Read)
+    }
+
+    fn open_with(pins: &PinDir, access: Access) -> Result<Session> {
+        let locked = Locked::loaded(pins, access)?;
         let maps = ListMaps::open(pins)?;
         Ok(Session {
             pins: pins.clone(),
@@ -89,7 +94,7 @@ impl Session {
     /// (from a change cut short) are dropped, and if the inactive set may still be read by a
     /// packet from before the last flip, a grace period starts.
     pub fn open_for_change(pins: &PinDir) -> Result<Session> {
-        let mut s = Self::open(pins)?;
+        let mut s = Self::open_with(pins, Access::Write)?;
         let word = s.word();
         remove_other_snapshots(&s.pins, state::generation(word))?;
         if state::is_dirty(word, 1 - state::active(word)) {
@@ -130,7 +135,9 @@ impl Session {
 
     /// The live generation's snapshot.
     pub fn current(&self) -> Result<Snapshot> {
-        load_current(&self.pins, self.generation())
+        let s = load_current(&self.pins, self.generation())?;
+        s.check_pool(self.pool_nodes())?;
+        Ok(s)
     }
 
     /// Write the root tables of `set` (about a megabyte per trie for both families: cheaper
@@ -146,18 +153,18 @@ impl Session {
     }
 
     /// Publish `plan` as the next generation, atomically for the program (see the module
-    /// doc). The session must have been opened for change.
-    pub fn commit(&mut self, plan: Plan) -> Result<()> {
+    /// doc). Consumes the session: a second change must open a new one, which waits for a
+    /// new grace period before writing the set this flip left behind.
+    pub fn commit(mut self, plan: Plan) -> Result<()> {
         let t = std::time::Instant::now();
         let word = self.word();
         let generation = state::generation(word);
         let active = state::active(word);
         let inactive = 1 - active;
         debug_assert_eq!(plan.snapshot.generation, generation + 1);
-        debug_assert!(
-            !state::is_dirty(word, inactive) || self.grace.is_some(),
-            "opened for change"
-        );
+        if state::is_dirty(word, inactive) && self.grace.is_none() {
+            bail!("internal error: a change in a session not opened for change");
+        }
         plan.snapshot.store(&self.pins)?;
         debug!("stored snapshot: {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
         self.settle();
@@ -213,7 +220,10 @@ impl Session {
             inactive,
             state::dirty_bit(active),
         ));
-        remove_other_snapshots(&self.pins, generation + 1)?;
+        // The change is in force: a leftover snapshot is only tidied by the next change.
+        if let Err(e) = remove_other_snapshots(&self.pins, generation + 1) {
+            tracing::warn!("generation {} is in force, but: {e:#}", generation + 1);
+        }
         debug!("committed: {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
         Ok(())
     }
@@ -227,8 +237,7 @@ pub fn load_current(pins: &PinDir, generation: u64) -> Result<Snapshot> {
     Snapshot::load(pins, generation)
 }
 
-/// Read the generation word without taking the lock (for `list` and `status`, which only
-/// read: they show the generation live at that moment).
+/// Read the generation word without taking the lock: the generation live at that moment.
 pub fn live_generation(pins: &PinDir) -> Result<u64> {
     let data = pins.open_map(filter_common::maps::STATE)?;
     let mapped = super::raw::Mapped::<u64>::new(&data, false).context("cannot map STATE")?;

@@ -55,27 +55,34 @@ struct Lock {
 /// A pin directory whose lock this process holds: the one way to take it, so every command
 /// that touches the filter's state is serialized with every other.
 pub struct Locked {
-    pins: PinDir,
     _lock: Lock,
+}
+
+/// How much the holder of a lock may do.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Read only: other readers may hold the lock at the same time.
+    Read,
+    Write,
 }
 
 impl Locked {
     /// A loaded filter's directory; creates nothing.
-    pub fn loaded(pins: &PinDir) -> Result<Locked> {
+    pub fn loaded(pins: &PinDir, access: Access) -> Result<Locked> {
         pins.require_loaded()?;
         pins.check_bpffs(false)?;
-        Ok(Locked {
-            pins: pins.clone(),
-            _lock: pins.lock_dir()?,
-        })
+        let lock = pins.lock_dir(access)?;
+        // The filter may have been unloaded while we waited for the lock.
+        pins.require_loaded()?;
+        pins.require_current_layout()?;
+        Ok(Locked { _lock: lock })
     }
 
     /// An existing directory, loaded or not (for `detach --all`).
     pub fn existing(pins: &PinDir) -> Result<Locked> {
         pins.check_bpffs(false)?;
         Ok(Locked {
-            pins: pins.clone(),
-            _lock: pins.lock_dir()?,
+            _lock: pins.lock_dir(Access::Write)?,
         })
     }
 
@@ -92,13 +99,8 @@ impl Locked {
                 .with_context(|| format!("cannot create pin directory {}", dir.display()))?;
         }
         Ok(Locked {
-            pins: pins.clone(),
-            _lock: pins.lock_dir()?,
+            _lock: pins.lock_dir(Access::Write)?,
         })
-    }
-
-    pub fn pins(&self) -> &PinDir {
-        &self.pins
     }
 }
 
@@ -186,15 +188,50 @@ impl PinDir {
         Ok(())
     }
 
-    fn lock_dir(&self) -> Result<Lock> {
-        let dir = File::open(&self.root)
-            .with_context(|| format!("cannot open pin directory {}", self.root.display()))?;
-        // SAFETY: flock on a file descriptor we own.
-        if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(std::io::Error::last_os_error())
-                .with_context(|| format!("cannot lock {}", self.root.display()));
+    /// Lock the directory now at the path. A command that queued behind `detach --all` holds
+    /// the removed directory; it must not go on beside whoever locks a new one there.
+    fn lock_dir(&self, access: Access) -> Result<Lock> {
+        use std::os::unix::fs::MetadataExt;
+        let how = match access {
+            Access::Read => libc::LOCK_SH,
+            Access::Write => libc::LOCK_EX,
+        };
+        for _ in 0..100 {
+            let dir = File::open(&self.root)
+                .with_context(|| format!("cannot open pin directory {}", self.root.display()))?;
+            // SAFETY: flock on a file descriptor we own.
+            if unsafe { libc::flock(dir.as_raw_fd(), how) } != 0 {
+                return Err(std::io::Error::last_os_error())
+                    .with_context(|| format!("cannot lock {}", self.root.display()));
+            }
+            let held = dir.metadata()?;
+            match std::fs::metadata(&self.root) {
+                Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => {
+                    return Ok(Lock { _dir: dir });
+                }
+                // Replaced or removed while we waited: lock what is there now.
+                _ => continue,
+            }
         }
-        Ok(Lock { _dir: dir })
+        bail!(
+            "{} keeps being replaced while floodgate waits for its lock",
+            self.root.display()
+        )
+    }
+
+    /// Refuse pins left by a floodgate whose maps are laid out differently: the program is
+    /// pinned but a map this version needs is not.
+    pub fn require_current_layout(&self) -> Result<()> {
+        if let Some(missing) = filter_common::maps::PRODUCT_MAPS
+            .iter()
+            .find(|m| !self.map(m).exists())
+        {
+            bail!(
+                "{} holds a filter pinned by another floodgate version (it has no map {missing}): run `floodgate detach --all` and attach again (this removes its lists: save them first with `floodgate block list > FILE` using that version)",
+                self.root.display()
+            );
+        }
+        Ok(())
     }
 
     pub fn open_map_at(&self, path: &Path) -> Result<MapData> {

@@ -4,7 +4,7 @@
 
 use std::io;
 use std::marker::PhantomData;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd};
 
 use aya::maps::MapData;
 use bytemuck::Pod;
@@ -128,13 +128,14 @@ impl<T: Pod> Mapped<T> {
     /// `first`.
     pub fn window(map: &MapData, first: usize, count: usize) -> io::Result<Self> {
         let size = std::mem::size_of::<T>();
-        assert_eq!(4096 % size.min(4096), 0, "entries must tile pages");
+        assert!(size.is_power_of_two(), "entries must tile pages");
         let fd = checked::<u32, T>(map)?;
         let info = map.info().map_err(io::Error::other)?;
         if first + count > info.max_entries() as usize || count == 0 {
             return Err(io::Error::other("window beyond the map"));
         }
-        let page = 4096usize;
+        // SAFETY: sysconf has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
         let start = first * size / page * page;
         let end = ((first + count) * size).div_ceil(page) * page;
         // SAFETY: a page-aligned part of the map's value area; checked for failure.
@@ -214,6 +215,53 @@ pub fn create_mmapable_array<T: Pod>(name: &str, entries: u32) -> io::Result<Map
         BPF_F_MMAPABLE,
     );
     MapData::create(obj, name, None).map_err(io::Error::other)
+}
+
+/// The program a pinned bpf_link runs, if `path` is a link pin.
+pub fn link_prog_id(path: &std::path::Path) -> Option<u32> {
+    const BPF_OBJ_GET: libc::c_long = 7;
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
+    // bpf_attr for BPF_OBJ_GET: pathname, bpf_fd, file_flags.
+    let mut get = [0u64; 3];
+    get[0] = c.as_ptr() as u64;
+    // SAFETY: a bpf_attr prefix with a valid path pointer.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            get.as_mut_ptr(),
+            std::mem::size_of_val(&get),
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: a new fd the kernel gave us, closed on drop.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
+    // struct bpf_link_info begins with type, id, prog_id (u32 each).
+    let mut info = [0u32; 16];
+    #[repr(C)]
+    struct InfoAttr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    let mut attr = InfoAttr {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: std::mem::size_of_val(&info) as u32,
+        info: info.as_mut_ptr() as u64,
+    };
+    // SAFETY: info points at a buffer of info_len bytes.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            &mut attr as *mut InfoAttr,
+            std::mem::size_of::<InfoAttr>(),
+        )
+    };
+    (rc == 0).then_some(info[2])
 }
 
 /// Kernel memory charged for a map (the `memlock` bpftool shows), from /proc/self/fdinfo.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use filter_common::cidr::Prefix;
 use filter_common::trie::Family;
-use filter_common::ListKind;
+use filter_common::{ListKind, LIST_CAPACITY};
 
 use super::pins::PinDir;
 use super::raw::{create_mmapable_array, Mapped};
@@ -80,7 +80,8 @@ impl std::fmt::Debug for Words {
 }
 
 impl Words {
-    fn owned(&mut self) -> &mut Vec<u64> {
+    /// The words as an owned vector, copying them out of a mapping first if need be.
+    fn make_owned(&mut self) -> &mut Vec<u64> {
         if let Words::Mapped(..) = self {
             *self = Words::Owned(self.to_vec());
         }
@@ -121,11 +122,7 @@ impl EntryList {
 
     fn push(&mut self, e: Entry) {
         let family = self.family;
-        let words = self.words.owned();
-        match family {
-            Family::V4 => words.push(((e.addr >> 96) as u64) << 8 | u64::from(e.len)),
-            Family::V6 => words.extend([(e.addr >> 64) as u64, e.addr as u64, u64::from(e.len)]),
-        }
+        encode_entry(family, e, self.words.make_owned());
     }
 
     pub fn get(&self, i: usize) -> Entry {
@@ -156,6 +153,36 @@ impl EntryList {
         out
     }
 
+    /// Check encoded words: whole entries, lengths within the family, no host bits, strictly
+    /// ascending (sorted, each once). A corrupt snapshot must not reach the compiler.
+    fn check(&self, words: &[u64]) -> Result<()> {
+        let w = self.stride();
+        if !words.len().is_multiple_of(w) {
+            bail!("snapshot is corrupt: a partial entry");
+        }
+        let bits = self.family.bits();
+        let mut prev: Option<Entry> = None;
+        for i in 0..words.len() / w {
+            let e = decode_at(self.family, words, i);
+            let ok_len = u32::from(e.len) <= bits
+                && (w == 1 || words[3 * i + 2] <= 128)
+                && (w == 3 || words[i] >> 8 <= u64::from(u32::MAX));
+            let len = e.len.min(bits as u8);
+            let masked = match self.family {
+                Family::V4 => Prefix::v4((e.addr >> 96) as u32, len),
+                Family::V6 => Prefix::v6(e.addr, len),
+            };
+            if !ok_len || Entry::of(masked) != e || prev.is_some_and(|p| p >= e) {
+                bail!(
+                    "snapshot is corrupt: entry {i} of an {} list",
+                    self.family.name()
+                );
+            }
+            prev = Some(e);
+        }
+        Ok(())
+    }
+
     /// This list with `add` (sorted, none of them present) merged in: runs of the existing
     /// list are copied whole.
     pub fn merged(&self, add: &[Entry]) -> Self {
@@ -165,12 +192,7 @@ impl EntryList {
         for e in add {
             let at = from + partition_point_in(self.family, &self.words[from * w..], |x| x < *e);
             words.extend_from_slice(&self.words[from * w..at * w]);
-            match self.family {
-                Family::V4 => words.push(((e.addr >> 96) as u64) << 8 | u64::from(e.len)),
-                Family::V6 => {
-                    words.extend([(e.addr >> 64) as u64, e.addr as u64, u64::from(e.len)])
-                }
-            }
+            encode_entry(self.family, *e, &mut words);
             from = at;
         }
         words.extend_from_slice(&self.words[from * w..]);
@@ -195,6 +217,14 @@ impl EntryList {
             family: self.family,
             words: Words::Owned(words),
         }
+    }
+}
+
+/// Append the encoding of one entry.
+fn encode_entry(family: Family, e: Entry, words: &mut Vec<u64>) {
+    match family {
+        Family::V4 => words.push(((e.addr >> 96) as u64) << 8 | u64::from(e.len)),
+        Family::V6 => words.extend([(e.addr >> 64) as u64, e.addr as u64, u64::from(e.len)]),
     }
 }
 
@@ -362,6 +392,23 @@ impl Snapshot {
         )
     }
 
+    /// Refuse partitions that reach beyond a pool of `pool_nodes` or overlap.
+    pub fn check_pool(&self, pool_nodes: u32) -> Result<()> {
+        let mut extents: Vec<Extent> = self
+            .partitions
+            .iter()
+            .flatten()
+            .flat_map(|p| p.values().copied())
+            .collect();
+        extents.sort_unstable_by_key(|e| e.first);
+        if extents.last().is_some_and(|e| e.end() > pool_nodes)
+            || extents.windows(2).any(|w| w[0].end() > w[1].first)
+        {
+            bail!("the snapshot's partitions do not fit the list pool: the pin directory was changed by hand; run `floodgate detach --all` and attach again");
+        }
+        Ok(())
+    }
+
     /// Nodes the partitions occupy.
     pub fn pool_in_use(&self) -> u64 {
         self.partitions
@@ -456,27 +503,35 @@ impl Snapshot {
             generation: words[2],
             ..Default::default()
         };
-        if words[COUNTS_AT..POLICY_AT + 1]
+        if words[COUNTS_AT..PARTS_AT]
             .iter()
-            .any(|&n| n > u64::from(u32::MAX))
+            .any(|&n| n > u64::from(LIST_CAPACITY))
+            || words[PARTS_AT..POLICY_AT].iter().any(|&n| n > 1 << 16)
+            || words[POLICY_AT] > 16 << 20
         {
-            bail!("snapshot is corrupt");
+            bail!("snapshot is corrupt: counts beyond any list");
         }
         let mut at = HEADER_WORDS;
-        let mut take = |n: usize| -> Result<Range<usize>> {
-            if at + n > words.len() {
+        let mut take = |n: u64, w: u64| -> Result<Range<usize>> {
+            let len = n
+                .checked_mul(w)
+                .and_then(|l| usize::try_from(l).ok())
+                .context("snapshot is corrupt")?;
+            let end = at.checked_add(len).context("snapshot is corrupt")?;
+            if end > words.len() {
                 bail!("snapshot is truncated");
             }
-            at += n;
-            Ok(at - n..at)
+            at = end;
+            Ok(end - len..end)
         };
         let mut i = COUNTS_AT;
         for origin in Origin::ALL {
             for kind in ListKind::ALL {
                 for family in Family::ALL {
-                    let n = words[i] as usize;
+                    let n = words[i];
                     i += 1;
-                    let range = take(n * words_per_entry(family))?;
+                    let range = take(n, words_per_entry(family) as u64)?;
+                    EntryList::new(family).check(&words[range.clone()])?;
                     s.list_mut(origin, kind, family).words = keep(range);
                 }
             }
@@ -484,22 +539,29 @@ impl Snapshot {
         let mut i = PARTS_AT;
         for trie in 0..2 {
             for family in Family::ALL {
-                let n = words[i] as usize;
+                let n = words[i];
                 i += 1;
-                let range = take(2 * n)?;
+                let range = take(n, 2)?;
                 for pair in words[range].chunks_exact(2) {
-                    s.partitions[trie][family as usize].insert(
-                        pair[0] as u16,
-                        Extent {
-                            first: (pair[1] >> 32) as u32,
-                            count: pair[1] as u32,
-                        },
-                    );
+                    let extent = Extent {
+                        first: (pair[1] >> 32) as u32,
+                        count: pair[1] as u32,
+                    };
+                    if pair[0] > 0xffff
+                        || extent.first == 0
+                        || extent.count == 0
+                        || extent.first.checked_add(extent.count).is_none()
+                        || s.partitions[trie][family as usize]
+                            .insert(pair[0] as u16, extent)
+                            .is_some()
+                    {
+                        bail!("snapshot is corrupt: a bad partition extent");
+                    }
                 }
             }
         }
         let bytes = words[POLICY_AT] as usize;
-        let range = take(bytes.div_ceil(8))?;
+        let range = take(bytes.div_ceil(8) as u64, 1)?;
         let raw: Vec<u8> = words[range]
             .iter()
             .flat_map(|w| w.to_le_bytes())
@@ -638,6 +700,41 @@ mod tests {
             assert!(all.iter().all(|x| list.contains(x)));
             assert!(!base.contains(&odd[0]));
         }
+    }
+
+    #[test]
+    fn corrupt_snapshots_are_refused_not_panicked_on() {
+        let mut s = Snapshot::default();
+        *s.list_mut(ListKind::Block, Family::V4) = EntryList::from_sorted(
+            Family::V4,
+            ["10.0.0.0/8", "10.1.0.0/16"]
+                .iter()
+                .map(|t| Entry::of(filter_common::cidr::parse_entry(t).unwrap())),
+        );
+        s.partitions[0].insert(0x0a01, Extent { first: 1, count: 2 });
+        let good = s.encode();
+        assert!(Snapshot::decode(&good).is_ok());
+        // Every single-word corruption: refused or decoded, never a panic.
+        let mut rng = 1u64;
+        for i in 0..good.len() {
+            for v in [0, 1, u64::MAX, 1 << 63, (1 << 63) - 1, 40, 0xffff_ffff] {
+                let mut w = good.clone();
+                w[i] = v;
+                let _ = Snapshot::decode(&w);
+                rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1);
+                w[i] ^= rng;
+                let _ = Snapshot::decode(&w);
+            }
+        }
+        // A length beyond the family, host bits, disorder: refused.
+        for bad in [(16 << 8) | 40, (0x0a00_0001 << 8) | 8] {
+            let mut w = good.clone();
+            w[HEADER_WORDS] = bad;
+            assert!(Snapshot::decode(&w).is_err(), "{bad:#x}");
+        }
+        let mut w = good.clone();
+        w.swap(HEADER_WORDS, HEADER_WORDS + 1);
+        assert!(Snapshot::decode(&w).is_err(), "unsorted");
     }
 
     #[test]
