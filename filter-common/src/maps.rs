@@ -25,7 +25,7 @@
 //! | `SKETCH` | per-CPU array | slot -> u32 | count-min sketch deciding which sources get a bucket |
 //! | `BANS` | LRU hash | [`BanKey`](crate::limits::BanKey) -> [`Ban`](crate::limits::Ban) | banned sources and when each ban lapses |
 //! | `KNOWN` | LRU hash | [`KnownKey`](crate::limits::KnownKey) -> u64 | sources seen in peacetime |
-//! | `AYA_LOGS`, `AYA_LOG_BUF` | aya-log | | rare kernel-side events (a ban placed) |
+//! | `AYA_LOGS` | ring buffer (aya-log) | | rare kernel-side events (a ban placed) |
 //!
 //! The controller adds maps the program never reads: `ATTACHMENTS` (attached interfaces) and
 //! one snapshot per generation under `state/` (the entries as entered, see the controller).
@@ -50,12 +50,12 @@ pub const GLOBAL_BUCKETS: &str = "GLOBAL_BUCKETS";
 pub const SKETCH: &str = "SKETCH";
 pub const BANS: &str = "BANS";
 pub const KNOWN: &str = "KNOWN";
-/// aya-log's maps (named by aya-log-ebpf).
+/// aya-log's ring buffer (named by aya-log-ebpf).
 pub const AYA_LOGS: &str = "AYA_LOGS";
-pub const AYA_LOG_BUF: &str = "AYA_LOG_BUF";
 
-/// Maps the product object declares, in the order `status` lists them.
-pub const PRODUCT_MAPS: [&str; 22] = [
+/// Maps the product object declares, in the order `status` lists them (read-only data
+/// sections, such as aya-log's level, become maps named after their section too).
+pub const PRODUCT_MAPS: [&str; 21] = [
     COUNTERS,
     IFACE_SLOTS,
     STATE,
@@ -77,8 +77,13 @@ pub const PRODUCT_MAPS: [&str; 22] = [
     BANS,
     KNOWN,
     AYA_LOGS,
-    AYA_LOG_BUF,
 ];
+
+/// The maps pinned under `maps/` (all but aya-log's ring buffer, which lives with the
+/// program).
+pub fn pinned_maps() -> impl Iterator<Item = &'static str> {
+    PRODUCT_MAPS.into_iter().filter(|&m| m != AYA_LOGS)
+}
 
 /// Counter slots for rules and limits (a slot follows a rule or limit by name across
 /// policy changes).

@@ -79,8 +79,8 @@ mod programs {
     pub fn bench_random_source(ctx: XdpContext) -> u32 {
         let slot = observe::slot(&ctx);
         let reason = match parse::packet(&ctx) {
-            Parsed::Ip(p) => decide::judge(&ctx, decide::active_set(), &random_source(p), slot),
-            other => decide::verdict(&ctx, other, slot),
+            Parsed::Ip(p) => decide::judge(decide::active_set(), &random_source(p), slot),
+            other => decide::verdict(other, slot),
         };
         finish(&ctx, reason)
     }
@@ -96,7 +96,7 @@ mod programs {
                     Reason::Passed
                 }
             }
-            other => decide::verdict(&ctx, other, observe::slot(&ctx)),
+            other => decide::verdict(other, observe::slot(&ctx)),
         };
         finish(&ctx, reason)
     }

@@ -15,7 +15,7 @@ mod program {
     #[xdp]
     pub fn floodgate(ctx: XdpContext) -> u32 {
         let slot = observe::slot(&ctx);
-        let reason = decide::verdict(&ctx, parse::packet(&ctx), slot);
+        let reason = decide::verdict(parse::packet(&ctx), slot);
         observe::count(&ctx, slot, reason);
         if reason.is_drop() {
             xdp_action::XDP_DROP

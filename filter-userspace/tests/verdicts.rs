@@ -35,6 +35,7 @@ impl Fixture {
         match kind {
             ListKind::Allow => self.model.allow = nets,
             ListKind::Block => self.model.block = nets,
+            ListKind::Protected => unreachable!("protected prefixes come from a policy file"),
         }
         set_list(self.h.pins(), kind, &prefixes).unwrap();
     }

@@ -9,8 +9,9 @@
 
 use core::intrinsics::AtomicOrdering;
 
+use aya_ebpf::cty::c_void;
+use aya_ebpf::helpers::bpf_loop;
 use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
-use aya_ebpf::programs::XdpContext;
 use aya_log_ebpf::info;
 use filter_common::limits::{
     classes_of, gcra, masked, prefix_for, sketch_slot, Ban, BanKey, Bucket, KnownKey, LimitConf,
@@ -141,7 +142,7 @@ pub fn banned(policy: &PolicyConfig, p: &Packet) -> bool {
 }
 
 #[inline(always)]
-fn place_ban(ctx: &XdpContext, conf: &LimitConf, p: &Packet, prefix: u32, t: u64, estimate: u32) {
+fn place_ban(conf: &LimitConf, p: &Packet, prefix: u32, t: u64, estimate: u32) {
     let (hi, lo) = masked(p.src_hi, p.src_lo, prefix);
     let key = BanKey {
         family: p.family as u32,
@@ -158,7 +159,7 @@ fn place_ban(ctx: &XdpContext, conf: &LimitConf, p: &Packet, prefix: u32, t: u64
     if BANS.insert(&key, &ban, BPF_NOEXIST).is_ok() {
         match p.family {
             Family::V4 => info!(
-                ctx,
+                &(),
                 "ban {:i}/{} by limit {} for {} s, {} packets in its last second on this CPU",
                 (hi >> 32) as u32,
                 prefix,
@@ -171,7 +172,7 @@ fn place_ban(ctx: &XdpContext, conf: &LimitConf, p: &Packet, prefix: u32, t: u64
                 a[..8].copy_from_slice(&hi.to_be_bytes());
                 a[8..].copy_from_slice(&lo.to_be_bytes());
                 info!(
-                    ctx,
+                    &(),
                     "ban {:i}/{} by limit {} for {} s, {} packets in its last second on this CPU",
                     a,
                     prefix,
@@ -299,35 +300,89 @@ fn global(
     Outcome::Drop
 }
 
-/// Apply the policy's limits to a packet of set `set` arriving on counter slot `slot`.
-#[inline(always)]
-pub fn check(ctx: &XdpContext, set: u32, policy: &PolicyConfig, p: &Packet, slot: u32) -> Outcome {
-    let classes = classes_of(p);
-    let t = now();
-    let mut result = Outcome::Pass;
-    let mut i = 0;
-    while i < MAX_LIMITS && i < policy.limits {
-        if let Some(conf) = LIMITS.get(set * MAX_LIMITS + i) {
-            if classes & (1 << conf.class) != 0 {
-                let (outcome, estimate) = if conf.per == PER_SOURCE {
-                    per_source(conf, p, t)
-                } else {
-                    (global(i, conf, policy, p, t, slot), 0)
-                };
-                // Protected prefixes are never limited or banned.
-                if outcome == Outcome::Drop && !protected(set, policy, p) {
-                    observe::count_limit(conf.counter, p.len);
-                    if conf.mode as u64 != MODE_MONITOR {
-                        if conf.per == PER_SOURCE && conf.ban_ns != 0 {
-                            place_ban(ctx, conf, p, prefix_for(conf, p.family), t, estimate);
-                        }
-                        return Outcome::Drop;
-                    }
-                    result = Outcome::Monitored;
-                }
-            }
-        }
-        i += 1;
+/// What one run over the limits needs, on the stack of [`check`]: `bpf_loop` hands its
+/// callback a pointer to it.
+#[repr(C)]
+struct Walk {
+    packet: Packet,
+    policy: PolicyConfig,
+    t: u64,
+    set: u32,
+    slot: u32,
+    classes: u32,
+    outcome: u32,
+}
+
+const WALK_PASS: u32 = 0;
+const WALK_MONITORED: u32 = 1;
+const WALK_DROP: u32 = 2;
+
+/// One limit, as a `bpf_loop` callback: the verifier checks this body once, not once per
+/// limit. Returns 1 (stop) once a limit drops the packet.
+extern "C" fn limit_step(index: u64, walk: *mut c_void) -> i64 {
+    // SAFETY: `check` passes a pointer to its own `Walk`, alive for the whole loop.
+    let w = unsafe { &mut *walk.cast::<Walk>() };
+    let i = index as u32 & (MAX_LIMITS - 1);
+    let Some(conf) = LIMITS.get(w.set * MAX_LIMITS + i) else {
+        return 0;
+    };
+    if w.classes & (1 << (conf.class & 31)) == 0 {
+        return 0;
     }
-    result
+    let (outcome, estimate) = if conf.per == PER_SOURCE {
+        per_source(conf, &w.packet, w.t)
+    } else {
+        (global(i, conf, &w.policy, &w.packet, w.t, w.slot), 0)
+    };
+    if outcome != Outcome::Drop {
+        return 0;
+    }
+    observe::count_limit(conf.counter, w.packet.len);
+    if conf.mode as u64 == MODE_MONITOR {
+        w.outcome = WALK_MONITORED;
+        return 0;
+    }
+    if conf.per == PER_SOURCE && conf.ban_ns != 0 {
+        let prefix = prefix_for(conf, w.packet.family);
+        place_ban(conf, &w.packet, prefix, w.t, estimate);
+    }
+    w.outcome = WALK_DROP;
+    1
+}
+
+/// Apply the policy's limits to a packet of set `set` arriving on counter slot `slot`.
+/// Protected sources are never limited (nor charged) nor banned.
+#[inline(always)]
+pub fn check(set: u32, policy: &PolicyConfig, p: &Packet, slot: u32) -> Outcome {
+    if protected(set, policy, p) {
+        return Outcome::Pass;
+    }
+    let mut walk = Walk {
+        packet: *p,
+        policy: *policy,
+        t: now(),
+        set,
+        slot,
+        classes: classes_of(p),
+        outcome: WALK_PASS,
+    };
+    let n = if policy.limits < MAX_LIMITS {
+        policy.limits
+    } else {
+        MAX_LIMITS
+    };
+    // SAFETY: the callback and its context are valid for the call (bpf_loop, kernel 5.17+).
+    unsafe {
+        bpf_loop(
+            n,
+            limit_step as *mut c_void,
+            (&raw mut walk).cast::<c_void>(),
+            0,
+        );
+    }
+    match walk.outcome {
+        WALK_DROP => Outcome::Drop,
+        WALK_MONITORED => Outcome::Monitored,
+        _ => Outcome::Pass,
+    }
 }

@@ -3,7 +3,6 @@
 //! looked past; a packet only something in monitor mode would have dropped passes as
 //! `monitored`.
 
-use aya_ebpf::programs::XdpContext;
 use filter_common::packet::Packet;
 use filter_common::rules::{
     info_action, info_counter, ACTION_DROP, MAX_RULES, MODE_MONITOR,
@@ -37,7 +36,7 @@ fn policy(set: u32) -> PolicyConfig {
 /// The reason (and so the action) for an IP packet, in set `set`, arriving on counter slot
 /// `slot`.
 #[inline(always)]
-pub fn judge(ctx: &XdpContext, set: u32, p: &Packet, slot: u32) -> Reason {
+pub fn judge(set: u32, p: &Packet, slot: u32) -> Reason {
     let policy = policy(set);
     let listed = lists::lookup(set, TRIE_LISTS, p);
     if listed == CELL_ALLOW {
@@ -71,7 +70,7 @@ pub fn judge(ctx: &XdpContext, set: u32, p: &Packet, slot: u32) -> Reason {
         }
     }
     if policy.limits != 0 {
-        match limits::check(ctx, set, &policy, p, slot) {
+        match limits::check(set, &policy, p, slot) {
             limits::Outcome::Drop => return Reason::DroppedRateLimit,
             limits::Outcome::Monitored => monitored = true,
             limits::Outcome::Pass => {}
@@ -85,7 +84,7 @@ pub fn judge(ctx: &XdpContext, set: u32, p: &Packet, slot: u32) -> Reason {
 }
 
 #[inline(always)]
-pub fn verdict(ctx: &XdpContext, parsed: Parsed, slot: u32) -> Reason {
+pub fn verdict(parsed: Parsed, slot: u32) -> Reason {
     match parsed {
         Parsed::NonIp => Reason::PassedNonIp,
         Parsed::Malformed => {
@@ -95,6 +94,6 @@ pub fn verdict(ctx: &XdpContext, parsed: Parsed, slot: u32) -> Reason {
                 Reason::DroppedMalformed
             }
         }
-        Parsed::Ip(p) => judge(ctx, active_set(), &p, slot),
+        Parsed::Ip(p) => judge(active_set(), &p, slot),
     }
 }

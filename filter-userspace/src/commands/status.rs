@@ -35,7 +35,7 @@ pub fn status(pins: &PinDir, json: bool) -> Result<()> {
     let policy = &applied.policy;
     let mut memory = serde_json::Map::new();
     let mut total = 0u64;
-    for name in names::PRODUCT_MAPS.iter().chain([&names::ATTACHMENTS]) {
+    for name in names::pinned_maps().chain([names::ATTACHMENTS]) {
         if let Some(bytes) = pins.open_map(name).ok().as_ref().and_then(raw::memlock) {
             memory.insert(name.to_string(), json!(bytes));
             total += bytes;

@@ -544,6 +544,7 @@ mod tests {
             let before: Vec<Extent> = s
                 .partitions
                 .iter()
+                .flatten()
                 .flat_map(|m| m.values().copied())
                 .collect();
             let plan = apply(&mut pool, &mut s, kind, edit);

@@ -705,13 +705,13 @@ mod tests {
     #[test]
     fn corrupt_snapshots_are_refused_not_panicked_on() {
         let mut s = Snapshot::default();
-        *s.list_mut(ListKind::Block, Family::V4) = EntryList::from_sorted(
+        *s.list_mut(Origin::Cli, ListKind::Block, Family::V4) = EntryList::from_sorted(
             Family::V4,
             ["10.0.0.0/8", "10.1.0.0/16"]
                 .iter()
                 .map(|t| Entry::of(filter_common::cidr::parse_entry(t).unwrap())),
         );
-        s.partitions[0].insert(0x0a01, Extent { first: 1, count: 2 });
+        s.partitions[0][0].insert(0x0a01, Extent { first: 1, count: 2 });
         let good = s.encode();
         assert!(Snapshot::decode(&good).is_ok());
         // Every single-word corruption: refused or decoded, never a panic.
