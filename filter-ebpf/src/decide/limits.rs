@@ -248,7 +248,7 @@ fn known_key(p: &Packet) -> KnownKey {
 fn global(
     index: u32,
     conf: &LimitConf,
-    policy: &PolicyConfig,
+    flags: u32,
     p: &Packet,
     t: u64,
     slot: u32,
@@ -273,7 +273,7 @@ fn global(
     if let (Some(pt), Some(bt)) = (pkt, byte) {
         g.pkt_tat = pt;
         g.byte_tat = bt;
-        if policy.flags & POLICY_KNOWN != 0 && t.saturating_sub(g.last_exceeded) > CALM_AFTER_NS {
+        if flags & POLICY_KNOWN != 0 && t.saturating_sub(g.last_exceeded) > CALM_AFTER_NS {
             // Peacetime: remember who talks to us.
             let key = known_key(p);
             // SAFETY: plain data.
@@ -284,7 +284,7 @@ fn global(
         return Outcome::Pass;
     }
     g.last_exceeded = t;
-    if policy.flags & POLICY_KNOWN != 0 {
+    if flags & POLICY_KNOWN != 0 {
         // SAFETY: plain data.
         if unsafe { KNOWN.get(&known_key(p)) }.is_some() {
             // Known sources pass first and use up the threshold; the rest shares what is left.
@@ -305,8 +305,8 @@ fn global(
 #[repr(C)]
 struct Walk {
     packet: Packet,
-    policy: PolicyConfig,
     t: u64,
+    flags: u32,
     set: u32,
     slot: u32,
     classes: u32,
@@ -332,7 +332,7 @@ extern "C" fn limit_step(index: u64, walk: *mut c_void) -> i64 {
     let (outcome, estimate) = if conf.per == PER_SOURCE {
         per_source(conf, &w.packet, w.t)
     } else {
-        (global(i, conf, &w.policy, &w.packet, w.t, w.slot), 0)
+        (global(i, conf, w.flags, &w.packet, w.t, w.slot), 0)
     };
     if outcome != Outcome::Drop {
         return 0;
@@ -359,8 +359,8 @@ pub fn check(set: u32, policy: &PolicyConfig, p: &Packet, slot: u32) -> Outcome 
     }
     let mut walk = Walk {
         packet: *p,
-        policy: *policy,
         t: now(),
+        flags: policy.flags,
         set,
         slot,
         classes: classes_of(p),

@@ -41,7 +41,9 @@ pub fn parse(ctx: &XdpContext, off: usize, end: usize, v6: bool, p: &mut Packet)
             p.sport = u32::from(u16::from_be_bytes([head[0], head[1]]));
             p.dport = u32::from(u16::from_be_bytes([head[2], head[3]]));
         }
-        _ => p.icmp_type = u32::from(read_at::<u8>(ctx, off)?),
+        // The whole 4-byte ICMP header, not its first byte: a 1-byte check compiles to
+        // `data_end > ptr`, which the verifier does not take as a bound.
+        _ => p.icmp_type = u32::from(read_at::<[u8; ICMP_HDR_LEN]>(ctx, off)?[0]),
     }
     Some(())
 }
