@@ -1,6 +1,6 @@
 //! The allow and block lists: the shared trie walk of `filter_common::trie` over the maps.
 
-use filter_common::trie::{self, Family, TrieMemory};
+use filter_common::trie::{self, Family, NodeMeta, TrieMemory};
 
 use crate::maps::{LIST_META, LIST_NODES, LIST_PARTS, LIST_ROOT};
 use crate::parse::Source;
@@ -27,11 +27,8 @@ impl TrieMemory for Maps {
     }
 
     #[inline(always)]
-    fn child_base(&self, node: u32, word: u32) -> u32 {
-        match LIST_META.get(node) {
-            Some(m) => m.child_base(word),
-            None => 0,
-        }
+    fn meta(&self, node: u32) -> NodeMeta {
+        LIST_META.get(node).copied().unwrap_or_default()
     }
 }
 

@@ -1,5 +1,5 @@
 //! The controller's record of one generation: every list entry as the operator entered it and
-//! where each partition lives in the node pool. One snapshot per generation is kept on bpffs
+//! where each chunk of the trie lives in the node pool. One snapshot per generation is kept on bpffs
 //! (`state/<generation>`, an mmapable array the program never reads), so `list`, `status` and
 //! the next change work in a new process and always describe what the program enforces: the
 //! generation word in `STATE` names the live snapshot.
@@ -15,7 +15,7 @@ use filter_common::{ListKind, LIST_CAPACITY};
 
 use super::pins::PinDir;
 use super::raw::{create_mmapable_array, Mapped};
-use crate::lists::compile::{Extent, Item, RootTables};
+use crate::lists::compile::{Extent, Item, Region, RootTables};
 
 /// One entry, its address aligned to the top of 128 bits (as the trie reads it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -261,8 +261,8 @@ pub struct Snapshot {
     pub generation: u64,
     /// Entries per list and family, sorted and without duplicates.
     pub lists: [[EntryList; 2]; 2],
-    /// Partition (/16) -> its nodes, per family.
-    pub partitions: [BTreeMap<u16, Extent>; 2],
+    /// Every chunk of the trie in the node pool, by the region it covers, per family.
+    pub chunks: [BTreeMap<Region, Extent>; 2],
 }
 
 impl Default for Snapshot {
@@ -273,14 +273,16 @@ impl Default for Snapshot {
                 Family::ALL.map(EntryList::new),
                 Family::ALL.map(EntryList::new),
             ],
-            partitions: Default::default(),
+            chunks: Default::default(),
         }
     }
 }
 
 const MAGIC: u64 = u64::from_be_bytes(*b"FGSNAP01");
-const FORMAT: u64 = 1;
+const FORMAT: u64 = 2;
 const HEADER_WORDS: usize = 16;
+/// Words per chunk: region start (2), region depth, first node << 32 | nodes.
+const CHUNK_WORDS: usize = 4;
 
 fn words_per_entry(family: Family) -> usize {
     match family {
@@ -321,13 +323,22 @@ impl Snapshot {
 
     /// The root tables this generation implies for a family.
     pub fn root_tables(&self, family: Family) -> RootTables {
-        RootTables::of(&self.short_items(family), &self.partitions[family as usize])
+        RootTables::of(&self.short_items(family), &self.partition_roots(family))
     }
 
-    /// Refuse partitions that reach beyond a pool of `pool_nodes` or overlap.
+    /// The first node of each partition (/16) of a family.
+    pub fn partition_roots(&self, family: Family) -> BTreeMap<u16, u32> {
+        self.chunks[family as usize]
+            .iter()
+            .filter(|(r, _)| u32::from(r.depth) == filter_common::trie::ROOT_BITS)
+            .map(|(r, e)| (r.p16(), e.first))
+            .collect()
+    }
+
+    /// Refuse chunks that reach beyond a pool of `pool_nodes` or overlap.
     pub fn check_pool(&self, pool_nodes: u32) -> Result<()> {
         let mut extents: Vec<Extent> = self
-            .partitions
+            .chunks
             .iter()
             .flat_map(|p| p.values().copied())
             .collect();
@@ -335,14 +346,14 @@ impl Snapshot {
         if extents.last().is_some_and(|e| e.end() > pool_nodes)
             || extents.windows(2).any(|w| w[0].end() > w[1].first)
         {
-            bail!("the snapshot's partitions do not fit the list pool: the pin directory was changed by hand; run `floodgate detach --all` and attach again");
+            bail!("the snapshot's chunks do not fit the list pool: the pin directory was changed by hand; run `floodgate detach --all` and attach again");
         }
         Ok(())
     }
 
-    /// Nodes the partitions of both families occupy.
+    /// Nodes the chunks of both families occupy.
     pub fn pool_in_use(&self) -> u64 {
-        self.partitions
+        self.chunks
             .iter()
             .flat_map(|p| p.values())
             .map(|e| u64::from(e.count))
@@ -358,7 +369,7 @@ impl Snapshot {
                 .flatten()
                 .map(|l| l.words.len())
                 .sum::<usize>()
-            + 2 * self.partitions.iter().map(BTreeMap::len).sum::<usize>()
+            + CHUNK_WORDS * self.chunks.iter().map(BTreeMap::len).sum::<usize>()
     }
 
     pub fn encode(&self) -> Vec<u64> {
@@ -382,8 +393,8 @@ impl Snapshot {
                 i += 1;
             }
         }
-        header[8] = self.partitions[0].len() as u64;
-        header[9] = self.partitions[1].len() as u64;
+        header[8] = self.chunks[0].len() as u64;
+        header[9] = self.chunks[1].len() as u64;
         for kind in ListKind::ALL {
             for family in Family::ALL {
                 let words = self.list(kind, family).words();
@@ -392,11 +403,13 @@ impl Snapshot {
                 rest = tail;
             }
         }
-        for parts in &self.partitions {
-            for (&p16, extent) in parts {
-                let (dst, tail) = rest.split_at_mut(2);
-                dst[0] = u64::from(p16);
-                dst[1] = u64::from(extent.first) << 32 | u64::from(extent.count);
+        for chunks in &self.chunks {
+            for (region, extent) in chunks {
+                let (dst, tail) = rest.split_at_mut(CHUNK_WORDS);
+                dst[0] = (region.start >> 64) as u64;
+                dst[1] = region.start as u64;
+                dst[2] = u64::from(region.depth);
+                dst[3] = u64::from(extent.first) << 32 | u64::from(extent.count);
                 rest = tail;
             }
         }
@@ -423,7 +436,7 @@ impl Snapshot {
             ..Default::default()
         };
         if words[4..8].iter().any(|&n| n > u64::from(LIST_CAPACITY))
-            || words[8..10].iter().any(|&n| n > 1 << 16)
+            || words[8..10].iter().any(|&n| n > u64::from(u32::MAX))
         {
             bail!("snapshot is corrupt: counts beyond any list");
         }
@@ -456,21 +469,25 @@ impl Snapshot {
         }
         for family in Family::ALL {
             let n = words[8 + family as usize];
-            let range = take(n, 2)?;
-            for pair in words[range].chunks_exact(2) {
-                let extent = Extent {
-                    first: (pair[1] >> 32) as u32,
-                    count: pair[1] as u32,
+            let range = take(n, CHUNK_WORDS as u64)?;
+            for w in words[range].chunks_exact(CHUNK_WORDS) {
+                let region = Region {
+                    start: u128::from(w[0]) << 64 | u128::from(w[1]),
+                    depth: w[2] as u8,
                 };
-                if pair[0] > 0xffff
+                let extent = Extent {
+                    first: (w[3] >> 32) as u32,
+                    count: w[3] as u32,
+                };
+                if w[2] < u64::from(filter_common::trie::ROOT_BITS)
+                    || w[2] >= u64::from(family.bits())
+                    || region.start != crate::lists::compile::masked(region.start, w[2] as u32)
                     || extent.first == 0
                     || extent.count == 0
                     || extent.first.checked_add(extent.count).is_none()
-                    || s.partitions[family as usize]
-                        .insert(pair[0] as u16, extent)
-                        .is_some()
+                    || s.chunks[family as usize].insert(region, extent).is_some()
                 {
-                    bail!("snapshot is corrupt: a bad partition extent");
+                    bail!("snapshot is corrupt: a bad chunk extent");
                 }
             }
         }
@@ -544,13 +561,20 @@ mod tests {
             sorted(Family::V4, &["10.0.0.0/8", "192.0.2.7", "0.0.0.0/0"]);
         *s.list_mut(ListKind::Allow, Family::V6) =
             sorted(Family::V6, &["2001:db8::/32", "::/0", "2001:db8::1"]);
-        s.partitions[0].insert(0x0a00, Extent { first: 1, count: 3 });
-        s.partitions[1].insert(
-            0x2001,
+        s.chunks[0].insert(Region::partition(0x0a00), Extent { first: 1, count: 3 });
+        s.chunks[1].insert(
+            Region::partition(0x2001),
             Extent {
                 first: 4,
                 count: u32::MAX >> 1,
             },
+        );
+        s.chunks[1].insert(
+            Region {
+                start: 0x2001_0db8_0000_0000_0000_0000_0000_0000,
+                depth: 32,
+            },
+            Extent { first: 2, count: 1 },
         );
         assert_eq!(Snapshot::decode(&s.encode()).unwrap(), s);
     }
@@ -604,7 +628,7 @@ mod tests {
                 .iter()
                 .map(|t| Entry::of(filter_common::cidr::parse_entry(t).unwrap())),
         );
-        s.partitions[0].insert(0x0a01, Extent { first: 1, count: 2 });
+        s.chunks[0].insert(Region::partition(0x0a01), Extent { first: 1, count: 2 });
         let good = s.encode();
         assert!(Snapshot::decode(&good).is_ok());
         // Every single-word corruption: refused or decoded, never a panic.
@@ -628,6 +652,13 @@ mod tests {
         let mut w = good.clone();
         w.swap(HEADER_WORDS, HEADER_WORDS + 1);
         assert!(Snapshot::decode(&w).is_err(), "unsorted");
+        // A chunk region with host bits, or deeper than the family: refused.
+        let chunk = good.len() - CHUNK_WORDS;
+        for (at, bad) in [(1, 1), (2, 32), (2, 8)] {
+            let mut w = good.clone();
+            w[chunk + at] = bad;
+            assert!(Snapshot::decode(&w).is_err(), "chunk word {at} = {bad}");
+        }
     }
 
     #[test]
