@@ -300,6 +300,11 @@ mod tests {
             assert!(list.len() >= leaves.len() / 2);
             assert_eq!(countries.iter().map(|c| c.1).sum::<usize>(), list.len());
         }
+        let missing = geoip_prefixes(std::path::Path::new("/nonexistent/GeoIPv6.dat")).unwrap_err();
+        assert!(
+            format!("{missing:#}").contains(GEOIP_PACKAGE),
+            "{missing:#}"
+        );
         assert_eq!(country_code(225), "US");
         assert_eq!(country_code(48), "CN");
     }
