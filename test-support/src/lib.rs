@@ -427,7 +427,19 @@ impl BenchObject {
             .program_mut(name)
             .with_context(|| format!("no program {name}"))?
             .try_into()?;
-        Ok(prog.attach_to_if_index(ifindex, aya::programs::XdpMode::Driver)?)
+        // A veth whose GRO was just switched on can refuse XDP with EBUSY for a moment
+        // (seen on the first attach after `ethtool -K gro on`): retry briefly.
+        let mut tries = 0;
+        loop {
+            match prog.attach_to_if_index(ifindex, aya::programs::XdpMode::Driver) {
+                Ok(link) => return Ok(link),
+                Err(e) if tries < 20 && busy(&e) => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     pub fn detach(&mut self, name: &str, link: aya::programs::xdp::XdpLinkId) -> Result<()> {
@@ -439,6 +451,17 @@ impl BenchObject {
         prog.detach(link)?;
         Ok(())
     }
+}
+
+fn busy(e: &aya::programs::ProgramError) -> bool {
+    let mut source: Option<&dyn std::error::Error> = Some(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return io.raw_os_error() == Some(libc::EBUSY);
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// An IPv4 or IPv6 UDP frame from `src` (to a documentation address).

@@ -596,7 +596,7 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(9);
         let mut pool = Pool::new(1 << 20);
         let mut s = Snapshot::default();
-        let crowd: Vec<Prefix> = (0..40_000)
+        let crowd: Vec<Prefix> = (0..3 * compile::CHUNK_ITEMS)
             .map(|_| {
                 let len = *[48u8, 64, 128].get(rng.random_range(0..3)).unwrap();
                 Prefix::v6((0x2002u128 << 112) | (rng.random::<u128>() >> 16), len)
