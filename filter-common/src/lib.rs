@@ -15,9 +15,9 @@ pub mod cidr;
 pub mod frames;
 pub mod limits;
 pub mod maps;
-pub mod packet;
 #[cfg(feature = "std")]
 pub mod model;
+pub mod packet;
 pub mod parse;
 pub mod rules;
 pub mod trie;

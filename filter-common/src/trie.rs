@@ -10,14 +10,21 @@
 //!   MIXED /16 -> partition: PARTS[/16] = first node | cover << 32
 //!     node (256 cells: one per next 8 bits)        64 B cells + 16 B meta
 //!       MIXED cell -> child = meta.base + rank of the cell among the node's MIXED cells
-//!         ... IPv4: 2 node levels (/24, /32); IPv6: up to 14 (/24 ... /128)
+//!     skip node: "the next bits are P" -> meta.base, else the node's default verdict
 //! ```
 //!
-//! A partition holds the nodes of one /16, laid out breadth first, so the children of a node
-//! are contiguous and found by rank; it is compiled from the prefixes longer than /16 inside
+//! A partition holds the nodes of one /16, compiled from the prefixes longer than /16 inside
 //! it alone. Prefixes of /16 and shorter only set root cells and the partition's `cover`,
 //! which the lookup combines with the partition's answer (`max`), so changing them never
 //! rewrites a partition.
+//!
+//! *Skip nodes* keep deep, sparse entries cheap: where every entry below a cell shares more
+//! leading bits (an IPv6 /48 is alone in its /24; `::a.b.c.d/128` entries all start with 96
+//! zero bits), one skip node compares those bits at once instead of one node per 8 bits.
+//! They also cut a large partition into *chunks*: a chunk is a group of nodes laid out
+//! breadth first (the children of a node are contiguous, found by rank), and a skip node is
+//! the only link into another chunk. A chunk is the unit the controller rewrites, so one
+//! change rewrites the few chunks on its path, never a whole crowded /16.
 //!
 //! Atomic change: the root tables (cells, partition entries) exist twice, one *set* per
 //! generation parity. The program reads [`STATE`](crate::maps::STATE) once per packet and
@@ -75,8 +82,11 @@ impl Family {
 pub const ROOT_BITS: u32 = 16;
 /// Bits resolved by each node.
 pub const STRIDE_BITS: u32 = 8;
-/// Deepest walk (IPv6 /128): bounds the loop in the program.
+/// Deepest walk in nodes (IPv6 /128).
 pub const MAX_LEVELS: u32 = (128 - ROOT_BITS) / STRIDE_BITS;
+/// Longest walk in steps, bounding the loop in the program: at most one skip node before
+/// each node, and one at the start of a partition.
+pub const MAX_STEPS: u32 = 2 * MAX_LEVELS + 1;
 /// Cells per node and words per node (32 cells of 2 bits per u64).
 pub const NODE_CELLS: u32 = 1 << STRIDE_BITS;
 pub const NODE_WORDS: usize = (NODE_CELLS / 32) as usize;
@@ -111,14 +121,44 @@ pub struct Node {
     pub cells: [u64; NODE_WORDS],
 }
 
-/// Where a node's children are: the first child's index and, per cell word, how many MIXED
-/// cells come before that word (so a child costs one popcount of one word).
+/// What a node is and where its children are.
+///
+/// - A plain node: `shape` is its depth (address bits resolved above it, a multiple of 8);
+///   `base` is its first child and `before[w]` how many MIXED cells come before cell word `w`
+///   (so a child costs one popcount of one word).
+/// - A skip node ([`SHAPE_SKIP`] set, depth `P` below it): cells word 0 and 1 hold the
+///   address's first `P` bits (big-endian halves, the rest zero), word 2 the verdict of the
+///   addresses that do not start with them; `base` is the node for those that do.
+///
+/// The walk reads the depth from each node rather than counting it, so the program keeps no
+/// state between steps besides the node and the cover.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct NodeMeta {
     pub base: u32,
-    pub reserved: u32,
+    pub shape: u32,
     pub before: [u8; NODE_WORDS],
+}
+
+/// `NodeMeta::shape` flag of a skip node.
+pub const SHAPE_SKIP: u32 = 1 << 8;
+/// `NodeMeta::shape` bits holding a depth (0..=128).
+pub const SHAPE_DEPTH: u32 = 0xff;
+
+/// The first `len` bits of an address given as big-endian halves, the rest zeroed.
+#[inline(always)]
+pub const fn mask_top(hi: u64, lo: u64, len: u32) -> (u64, u64) {
+    if len >= 128 {
+        (hi, lo)
+    } else if len > 64 {
+        (hi, lo & !(u64::MAX >> (len - 64)))
+    } else if len == 64 {
+        (hi, 0)
+    } else if len == 0 {
+        (0, 0)
+    } else {
+        (hi & !(u64::MAX >> len), 0)
+    }
 }
 
 /// Mask of the low bit of every 2-bit cell of a word.
@@ -166,9 +206,7 @@ pub trait TrieMemory {
     fn root_word(&self, index: u32) -> u64;
     fn part(&self, index: u32) -> u64;
     fn node_word(&self, node: u32, word: u32) -> u64;
-    /// The index of the first child of `node` whose cell is in cell word `word`:
-    /// `base + before[word]` of its meta.
-    fn child_base(&self, node: u32, word: u32) -> u32;
+    fn meta(&self, node: u32) -> NodeMeta;
 }
 
 impl NodeMeta {
@@ -191,17 +229,10 @@ const fn max(a: u64, b: u64) -> u64 {
 
 /// The verdict of trie `trie` for an address in set `set`: for the lists [`CELL_NONE`],
 /// [`CELL_BLOCK`] or [`CELL_ALLOW`]. IPv4 addresses are passed as `hi = addr << 32, lo = 0`.
-/// At most one root word, one partition entry and, per level, one cell word and one meta
-/// entry are read.
+/// At most one root word, one partition entry and, per step, one meta entry and one node are
+/// read.
 #[inline(always)]
-pub fn lookup<M: TrieMemory>(
-    m: &M,
-    set: u32,
-    trie: u32,
-    family: Family,
-    hi: u64,
-    lo: u64,
-) -> u64 {
+pub fn lookup<M: TrieMemory>(m: &M, set: u32, trie: u32, family: Family, hi: u64, lo: u64) -> u64 {
     let p16 = (hi >> 48) as u32;
     let t = table(set, trie, family);
     let cell = cell_of(m.root_word(root_word_index(t, p16)), p16);
@@ -209,24 +240,32 @@ pub fn lookup<M: TrieMemory>(
         return cell;
     }
     let part = m.part(part_index(t, p16));
-    let cover = (part >> PART_COVER_SHIFT) & 3;
+    let mut cover = (part >> PART_COVER_SHIFT) & 3;
     let mut node = part as u32;
-    let levels = family.levels();
-    let mut level = 0;
-    while level < MAX_LEVELS && level < levels {
-        let byte = addr_byte(hi, lo, 2 + level);
-        let word = m.node_word(node, byte >> 5);
-        let cell = cell_of(word, byte);
-        if cell != CELL_MIXED {
-            return max(cover, cell);
+    let mut step = 0;
+    while step < MAX_STEPS {
+        let meta = m.meta(node);
+        let depth = meta.shape & SHAPE_DEPTH;
+        if meta.shape & SHAPE_SKIP != 0 {
+            cover = max(cover, m.node_word(node, 2) & 3);
+            let (want_hi, want_lo) = mask_top(hi, lo, depth);
+            if want_hi != m.node_word(node, 0) || want_lo != m.node_word(node, 1) {
+                return cover;
+            }
+            node = meta.base;
+        } else {
+            let byte = addr_byte(hi, lo, depth >> 3);
+            let word = m.node_word(node, byte >> 5);
+            let cell = cell_of(word, byte);
+            if cell != CELL_MIXED {
+                return max(cover, cell);
+            }
+            let below = mixed_bits(word) & ((1u64 << ((byte & 31) * 2)) - 1);
+            node = meta.child_base(byte >> 5).wrapping_add(below.count_ones());
         }
-        let below = mixed_bits(word) & ((1u64 << ((byte & 31) * 2)) - 1);
-        node = m
-            .child_base(node, byte >> 5)
-            .wrapping_add(below.count_ones());
-        level += 1;
+        step += 1;
     }
-    // Only a corrupt structure gets here (the last level never holds MIXED cells).
+    // Only a corrupt structure gets here (walks end at a leaf within MAX_STEPS).
     cover
 }
 
@@ -248,7 +287,19 @@ mod tests {
         assert_eq!(Family::V4.levels(), 2);
         assert_eq!(Family::V6.levels(), 14);
         assert_eq!(MAX_LEVELS, 14);
+        assert_eq!(MAX_STEPS, 29);
         assert_eq!(core::mem::size_of::<NodeMeta>(), 16);
         assert_eq!(core::mem::size_of::<Node>(), 64);
+    }
+
+    #[test]
+    fn mask_top_keeps_exactly_the_leading_bits() {
+        let (hi, lo) = (u64::MAX, u64::MAX);
+        assert_eq!(mask_top(hi, lo, 0), (0, 0));
+        assert_eq!(mask_top(hi, lo, 8), (0xff00_0000_0000_0000, 0));
+        assert_eq!(mask_top(hi, lo, 64), (u64::MAX, 0));
+        assert_eq!(mask_top(hi, lo, 72), (u64::MAX, 0xff00_0000_0000_0000));
+        assert_eq!(mask_top(hi, lo, 128), (u64::MAX, u64::MAX));
+        assert_eq!(mask_top(hi, lo, 200), (u64::MAX, u64::MAX));
     }
 }

@@ -9,7 +9,13 @@
 //! The per-packet path does no logging, takes only bounded loops and touches per-CPU counters.
 #![no_std]
 #![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
-#![cfg_attr(target_arch = "bpf", expect(internal_features, reason = "compare-and-swap on map values: the bpf target offers no atomic types"))]
+#![cfg_attr(
+    target_arch = "bpf",
+    expect(
+        internal_features,
+        reason = "compare-and-swap on map values: the bpf target offers no atomic types"
+    )
+)]
 
 #[cfg(target_arch = "bpf")]
 pub mod decide;

@@ -5,8 +5,8 @@
 use aya_ebpf::macros::map;
 use aya_ebpf::maps::{Array, LruHashMap, PerCpuArray};
 use filter_common::limits::{
-    Ban, BanKey, Bucket, GlobalBucket, KnownKey, LimitConf, SourceKey, BAN_ENTRIES,
-    KNOWN_SOURCES, MAX_LIMITS, SKETCH_ROWS, SKETCH_WIDTH, SOURCE_BUCKETS as SOURCE_BUCKET_ENTRIES,
+    Ban, BanKey, Bucket, GlobalBucket, KnownKey, LimitConf, SourceKey, BAN_ENTRIES, KNOWN_SOURCES,
+    MAX_LIMITS, SKETCH_ROWS, SKETCH_WIDTH, SOURCE_BUCKETS as SOURCE_BUCKET_ENTRIES,
 };
 use filter_common::maps::{DEFAULT_POOL_NODES, LIMIT_COUNTER_SLOTS, RULE_COUNTER_SLOTS};
 use filter_common::rules::{RuleBits, BITS_ENTRIES, CLASS_TABLE_WORDS, INFO_ENTRIES};

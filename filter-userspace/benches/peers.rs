@@ -27,9 +27,9 @@ pub struct XdpFilter {
 }
 
 impl XdpFilter {
-    /// Load xdp-filter's program and deny `v4` and `v6` sources. Refuses (rather than touch
+    /// Load xdp-filter's program and deny the `v4` and `v6` sources. Refuses (rather than touch
     /// them) if its maps are already pinned: someone runs xdp-filter on this host.
-    pub fn load(v4: [u8; 4], v6: [u8; 16]) -> Result<Self> {
+    pub fn load(v4: &[[u8; 4]], v6: &[[u8; 16]]) -> Result<Self> {
         if !std::path::Path::new(OBJECT).exists() {
             bail!("{OBJECT} not found (Debian package xdp-tools)");
         }
@@ -64,7 +64,7 @@ impl XdpFilter {
         r
     }
 
-    fn deny(&self, v4: [u8; 4], v6: [u8; 16]) -> Result<()> {
+    fn deny(&self, v4: &[[u8; 4]], v6: &[[u8; 16]]) -> Result<()> {
         let info = self.prog.info()?;
         let ids = info.map_ids()?.context("no map ids")?;
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
@@ -78,12 +78,16 @@ impl XdpFilter {
                 "filter_ipv4" => {
                     let mut m: PerCpuHashMap<MapData, [u8; 4], u64> =
                         PerCpuHashMap::try_from(Map::PerCpuHashMap(MapData::from_id(id)?))?;
-                    m.insert(v4, flags()?, 0)?;
+                    for a in v4 {
+                        m.insert(*a, flags()?, 0)?;
+                    }
                 }
                 "filter_ipv6" => {
                     let mut m: PerCpuHashMap<MapData, [u8; 16], u64> =
                         PerCpuHashMap::try_from(Map::PerCpuHashMap(MapData::from_id(id)?))?;
-                    m.insert(v6, flags()?, 0)?;
+                    for a in v6 {
+                        m.insert(*a, flags()?, 0)?;
+                    }
                 }
                 _ => {}
             }

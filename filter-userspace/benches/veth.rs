@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use filter_common::frames::{ethernet, ipv4, ipv6, udp};
 use filter_common::parse::{ETH_P_IPV4, ETH_P_IPV6, IPPROTO_UDP};
 use floodgate::lists::entries::Prefix;
-use test_support::{pin_thread_to_cpu, sh, with_netns, BenchObject, TestPins, VethPair};
+use test_support::{pin_thread_to_cpu, sh, with_netns, BenchObject, BpfStats, TestPins, VethPair};
 
 pub const VICTIM4: &str = "198.18.0.1";
 pub const ATTACKER4: &str = "198.18.0.66";
@@ -53,6 +53,19 @@ impl Receiver {
             Receiver::Ours1 => "floodgate, 1 entry",
             Receiver::Ours1M => "floodgate, 1M entries",
         }
+    }
+
+    /// An XDP program drops the flood (its cost is in the kernel's BPF statistics).
+    pub fn is_xdp(self) -> bool {
+        matches!(
+            self,
+            Receiver::DropAll | Receiver::XdpFilter | Receiver::Ours1 | Receiver::Ours1M
+        )
+    }
+
+    /// Drawn in our colour: floodgate and the reference drop.
+    pub fn is_ours_or_reference(self) -> bool {
+        matches!(self, Receiver::Ours1 | Receiver::Ours1M | Receiver::DropAll)
     }
 }
 
@@ -343,6 +356,70 @@ impl VethBench {
         let accepted = d("tx_queue_0_xdp_xmit");
         Ok((accepted, elapsed.as_secs_f64()))
     }
+}
+
+/// One flood with the kernel's BPF statistics on.
+pub struct StatsFlood {
+    /// The attached program's run_time_ns / run_cnt over the flood.
+    pub ns_per_run: f64,
+    pub runs: u64,
+    /// Packets the receiver took per second during this flood.
+    pub mpps: f64,
+}
+
+impl VethBench {
+    /// The id of the XDP program attached to the receiving veth (`ip -d -j link`).
+    pub fn attached_prog_id(&self) -> Result<u32> {
+        let out = self
+            .net
+            .a
+            .exec(&["ip", "-d", "-j", "link", "show", "dev", &self.net.a_if])?;
+        let v: serde_json::Value = serde_json::from_str(&out).context("ip -j link output")?;
+        let xdp = &v[0]["xdp"];
+        xdp["prog"]["id"]
+            .as_u64()
+            .or_else(|| {
+                xdp["attached"]
+                    .as_array()?
+                    .iter()
+                    .find_map(|a| a["prog"]["id"].as_u64())
+            })
+            .map(|id| id as u32)
+            .with_context(|| format!("no XDP program on {}: {out}", self.net.a_if))
+    }
+
+    /// Flood `count` frames (split layout) with `kernel.bpf_stats_enabled` on for the flood
+    /// only (restored after it, also on error), and read the attached program's run time and
+    /// run count before and after: its in-situ cost per packet under the real flood.
+    pub fn flood_bpf_stats(&self, b: &BenchObject, frame: &[u8], count: u32) -> Result<StatsFlood> {
+        let id = self.attached_prog_id()?;
+        let stats = BpfStats::enable()?;
+        let before = prog_run_stats(id)?;
+        let flood = self.flood(b, Layout::SplitCpus, frame, count);
+        let after = prog_run_stats(id);
+        drop(stats);
+        let (handled, secs) = flood?;
+        let after = after?;
+        let runs = after.1.saturating_sub(before.1);
+        if runs == 0 {
+            bail!("program {id} did not run during the flood");
+        }
+        Ok(StatsFlood {
+            ns_per_run: after.0.saturating_sub(before.0) as f64 / runs as f64,
+            runs,
+            mpps: handled as f64 / secs / 1e6,
+        })
+    }
+}
+
+/// The kernel's (run_time_ns, run_cnt) of program `id` (zeros while stats were never on).
+pub fn prog_run_stats(id: u32) -> Result<(u64, u64)> {
+    let out = sh(&["bpftool", "prog", "show", "id", &id.to_string(), "--json"])?;
+    let v: serde_json::Value = serde_json::from_str(&out).context("bpftool prog show output")?;
+    Ok((
+        v["run_time_ns"].as_u64().unwrap_or(0),
+        v["run_cnt"].as_u64().unwrap_or(0),
+    ))
 }
 
 impl Drop for VethBench {

@@ -125,3 +125,187 @@ pub fn inside(p: Prefix, rng: &mut StdRng) -> std::net::IpAddr {
         }
     }
 }
+
+/// The legacy MaxMind country databases of the Debian package [`GEOIP_PACKAGE`]: real
+/// allocations with their real shape (IPv6: ~1.14M leaves of /18-/128 in the 2019 file).
+pub const GEOIP_V4: &str = "/usr/share/GeoIP/GeoIP.dat";
+pub const GEOIP_V6: &str = "/usr/share/GeoIP/GeoIPv6.dat";
+/// The Debian package that installs [`GEOIP_V4`] and [`GEOIP_V6`].
+pub const GEOIP_PACKAGE: &str = "geoip-database";
+
+/// ISO codes of the legacy GeoIP country ids (libGeoIP 1.5+ order).
+const COUNTRY_CODES: [&str; 255] = [
+    "--", "AP", "EU", "AD", "AE", "AF", "AG", "AI", "AL", "AM", "CW", "AO", "AQ", "AR", "AS", "AT",
+    "AU", "AW", "AZ", "BA", "BB", "BD", "BE", "BF", "BG", "BH", "BI", "BJ", "BM", "BN", "BO", "BR",
+    "BS", "BT", "BV", "BW", "BY", "BZ", "CA", "CC", "CD", "CF", "CG", "CH", "CI", "CK", "CL", "CM",
+    "CN", "CO", "CR", "CU", "CV", "CX", "CY", "CZ", "DE", "DJ", "DK", "DM", "DO", "DZ", "EC", "EE",
+    "EG", "EH", "ER", "ES", "ET", "FI", "FJ", "FK", "FM", "FO", "FR", "SX", "GA", "GB", "GD", "GE",
+    "GF", "GH", "GI", "GL", "GM", "GN", "GP", "GQ", "GR", "GS", "GT", "GU", "GW", "GY", "HK", "HM",
+    "HN", "HR", "HT", "HU", "ID", "IE", "IL", "IN", "IO", "IQ", "IR", "IS", "IT", "JM", "JO", "JP",
+    "KE", "KG", "KH", "KI", "KM", "KN", "KP", "KR", "KW", "KY", "KZ", "LA", "LB", "LC", "LI", "LK",
+    "LR", "LS", "LT", "LU", "LV", "LY", "MA", "MC", "MD", "MG", "MH", "MK", "ML", "MM", "MN", "MO",
+    "MP", "MQ", "MR", "MS", "MT", "MU", "MV", "MW", "MX", "MY", "MZ", "NA", "NC", "NE", "NF", "NG",
+    "NI", "NL", "NO", "NP", "NR", "NU", "NZ", "OM", "PA", "PE", "PF", "PG", "PH", "PK", "PL", "PM",
+    "PN", "PR", "PS", "PT", "PW", "PY", "QA", "RE", "RO", "RU", "RW", "SA", "SB", "SC", "SD", "SE",
+    "SG", "SH", "SI", "SJ", "SK", "SL", "SM", "SN", "SO", "SR", "ST", "SV", "SY", "SZ", "TC", "TD",
+    "TF", "TG", "TH", "TJ", "TK", "TM", "TN", "TO", "TL", "TR", "TT", "TV", "TW", "TZ", "UA", "UG",
+    "UM", "US", "UY", "UZ", "VA", "VC", "VE", "VG", "VI", "VN", "VU", "WF", "WS", "YE", "YT", "RS",
+    "ZA", "ZM", "ME", "ZW", "A1", "A2", "O1", "AX", "GG", "IM", "JE", "BL", "MF", "BQ", "SS",
+];
+
+/// The ISO code of a legacy GeoIP country id ("#id" for ids past the table).
+pub fn country_code(id: u8) -> String {
+    COUNTRY_CODES
+        .get(usize::from(id))
+        .map_or_else(|| format!("#{id}"), |c| c.to_string())
+}
+
+/// Leaf records start here: a record >= this is a leaf of country `record - COUNTRY_BEGIN`.
+const GEOIP_COUNTRY_BEGIN: u32 = 16_776_960;
+const GEOIP_COUNTRY_EDITION: u8 = 1;
+const GEOIP_COUNTRY_EDITION_V6: u8 = 12;
+
+/// Every leaf with a country (id != 0) of a legacy GeoIP country database (GeoIP.dat, type 1,
+/// or GeoIPv6.dat, type 12), as (prefix, country id), in address order. A leaf at depth `d`
+/// of the binary trie is a prefix of length `d`; leaves never overlap.
+pub fn geoip_prefixes(path: &std::path::Path) -> anyhow::Result<Vec<(Prefix, u8)>> {
+    use anyhow::{bail, Context};
+    let data = match std::fs::read(path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "{} not found: it comes with the Debian package {GEOIP_PACKAGE} (apt-get install {GEOIP_PACKAGE})",
+            path.display()
+        ),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    // The structure info (0xFFFFFF, then the database type) is within the last 20 bytes.
+    let tail = data.len().saturating_sub(23);
+    let marker = (tail..data.len().saturating_sub(3))
+        .rev()
+        .find(|&i| data[i..i + 3] == [0xff; 3])
+        .with_context(|| format!("{}: no GeoIP structure info", path.display()))?;
+    let mut kind = data.get(marker + 3).copied().unwrap_or(0);
+    if kind >= 106 {
+        kind -= 105;
+    }
+    let bits: u32 = match kind {
+        GEOIP_COUNTRY_EDITION => 32,
+        GEOIP_COUNTRY_EDITION_V6 => 128,
+        other => bail!(
+            "{}: database type {other}, expected a country edition (1 or 12)",
+            path.display()
+        ),
+    };
+    let nodes = (data.len() / 6) as u32;
+    let record = |node: u32, bit: u32| -> u32 {
+        let o = node as usize * 6 + bit as usize * 3;
+        u32::from(data[o]) | u32::from(data[o + 1]) << 8 | u32::from(data[o + 2]) << 16
+    };
+    let mut out = Vec::new();
+    // (node, depth of the node, address bits above it), walked depth first.
+    let mut stack: Vec<(u32, u32, u128)> = vec![(0, 0, 0)];
+    while let Some((node, depth, addr)) = stack.pop() {
+        if node >= nodes || depth >= bits {
+            bail!(
+                "{}: corrupt trie (node {node} at depth {depth})",
+                path.display()
+            );
+        }
+        for bit in [0u32, 1] {
+            let value = record(node, bit);
+            let child = addr | u128::from(bit) << (127 - depth);
+            if value >= GEOIP_COUNTRY_BEGIN {
+                let country = (value - GEOIP_COUNTRY_BEGIN) as u8;
+                if country != 0 {
+                    let len = (depth + 1) as u8;
+                    let prefix = if bits == 32 {
+                        Prefix::v4((child >> 96) as u32, len)
+                    } else {
+                        Prefix::v6(child, len)
+                    };
+                    out.push((prefix, country));
+                }
+            } else {
+                stack.push((value, depth + 1, child));
+            }
+        }
+    }
+    out.sort_unstable_by_key(|(p, _)| *p);
+    Ok(out)
+}
+
+/// A "block these countries" list: whole countries, largest first, until it holds at least
+/// `min_entries` prefixes. Returns the sorted prefixes and (country code, prefixes) taken.
+pub fn country_blocklist(
+    leaves: &[(Prefix, u8)],
+    min_entries: usize,
+) -> (Vec<Prefix>, Vec<(String, usize)>) {
+    let mut per_country = std::collections::BTreeMap::<u8, usize>::new();
+    for (_, c) in leaves {
+        *per_country.entry(*c).or_default() += 1;
+    }
+    let mut order: Vec<(u8, usize)> = per_country.into_iter().collect();
+    order.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut taken = std::collections::BTreeSet::new();
+    let mut total = 0;
+    let mut countries = Vec::new();
+    for (c, n) in order {
+        if total >= min_entries {
+            break;
+        }
+        taken.insert(c);
+        total += n;
+        countries.push((country_code(c), n));
+    }
+    let mut prefixes: Vec<Prefix> = leaves
+        .iter()
+        .filter(|(_, c)| taken.contains(c))
+        .map(|(p, _)| *p)
+        .collect();
+    prefixes.sort_unstable();
+    (prefixes, countries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The legacy databases read as a trie of disjoint prefixes (skipped without the package).
+    #[test]
+    fn geoip_databases_read_as_disjoint_prefixes() {
+        for (path, max_len) in [(GEOIP_V4, 32u8), (GEOIP_V6, 128)] {
+            let path = std::path::Path::new(path);
+            if !path.exists() {
+                eprintln!("{} missing ({GEOIP_PACKAGE}): skipped", path.display());
+                continue;
+            }
+            let leaves = geoip_prefixes(path).unwrap();
+            assert!(
+                leaves.len() > 100_000,
+                "{}: {}",
+                path.display(),
+                leaves.len()
+            );
+            let mut end = 0u128;
+            for (p, c) in &leaves {
+                let (addr, len, bits) = match *p {
+                    Prefix::V4 { addr, len } => (u128::from(addr), len, 32),
+                    Prefix::V6 { addr, len } => (addr, len, 128),
+                };
+                assert!(*c != 0 && len >= 1 && len <= max_len);
+                assert!(addr >= end, "{p} overlaps the leaf before it");
+                end = addr + (1u128 << (bits - u32::from(len)));
+            }
+            let (list, countries) = country_blocklist(&leaves, leaves.len() / 2);
+            assert!(list.len() >= leaves.len() / 2);
+            assert_eq!(countries.iter().map(|c| c.1).sum::<usize>(), list.len());
+        }
+        let missing = geoip_prefixes(std::path::Path::new("/nonexistent/GeoIPv6.dat")).unwrap_err();
+        assert!(
+            format!("{missing:#}").contains(GEOIP_PACKAGE),
+            "{missing:#}"
+        );
+        assert_eq!(country_code(225), "US");
+        assert_eq!(country_code(48), "CN");
+    }
+}

@@ -424,7 +424,19 @@ impl BenchObject {
             .program_mut(name)
             .with_context(|| format!("no program {name}"))?
             .try_into()?;
-        Ok(prog.attach_to_if_index(ifindex, aya::programs::XdpMode::Driver)?)
+        // A veth whose GRO was just switched on can refuse XDP with EBUSY for a moment
+        // (seen on the first attach after `ethtool -K gro on`): retry briefly.
+        let mut tries = 0;
+        loop {
+            match prog.attach_to_if_index(ifindex, aya::programs::XdpMode::Driver) {
+                Ok(link) => return Ok(link),
+                Err(e) if tries < 20 && busy(&e) => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     pub fn detach(&mut self, name: &str, link: aya::programs::xdp::XdpLinkId) -> Result<()> {
@@ -436,6 +448,17 @@ impl BenchObject {
         prog.detach(link)?;
         Ok(())
     }
+}
+
+fn busy(e: &aya::programs::ProgramError) -> bool {
+    let mut source: Option<&dyn std::error::Error> = Some(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return io.raw_os_error() == Some(libc::EBUSY);
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// An IPv4 or IPv6 UDP frame from `src` (to a documentation address).
@@ -504,5 +527,107 @@ impl TempFile {
 impl Drop for TempFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// A second load of the bench object's LPM program with tries of its own, sharing the pinned
+/// maps of a [`BenchObject`]: a fixed reference list (say 10 entries) measured in the same
+/// round as the bench object's tries holding a large one.
+pub struct LpmReference {
+    ebpf: aya::Ebpf,
+}
+
+impl BenchObject {
+    /// An [`LpmReference`] whose tries hold `prefixes`.
+    pub fn lpm_reference(&self, prefixes: &[Prefix]) -> Result<LpmReference> {
+        let mut ebpf = aya::EbpfLoader::new()
+            .default_map_pin_directory(self.dir.pins.maps_dir())
+            .load(BENCH_OBJECT)?;
+        let prog: &mut Xdp = ebpf
+            .program_mut("bench_random_lpm")
+            .context("no program bench_random_lpm")?
+            .try_into()?;
+        prog.load().context("loading bench_random_lpm")?;
+        let mut r = LpmReference { ebpf };
+        r.set(prefixes)?;
+        Ok(r)
+    }
+}
+
+impl LpmReference {
+    pub fn set(&mut self, prefixes: &[Prefix]) -> Result<()> {
+        refill_lpm(
+            self.ebpf.map_mut("BENCH_LPM_V4").context("BENCH_LPM_V4")?,
+            prefixes.iter().filter_map(|p| match *p {
+                Prefix::V4 { addr, len } => Some((len, addr.to_be_bytes())),
+                Prefix::V6 { .. } => None,
+            }),
+        )?;
+        refill_lpm(
+            self.ebpf.map_mut("BENCH_LPM_V6").context("BENCH_LPM_V6")?,
+            prefixes.iter().filter_map(|p| match *p {
+                Prefix::V6 { addr, len } => Some((len, addr.to_be_bytes())),
+                Prefix::V4 { .. } => None,
+            }),
+        )
+    }
+
+    /// Mean ns per run of `frame` through `bench_random_lpm` over these tries.
+    pub fn run(&self, frame: &[u8], repeat: u32) -> Result<(u32, f64)> {
+        let prog: &Xdp = self
+            .ebpf
+            .program("bench_random_lpm")
+            .context("no program bench_random_lpm")?
+            .try_into()?;
+        run_frame(prog, frame, repeat)
+    }
+}
+
+/// Let the calling thread run on every online CPU again (undoes [`pin_thread_to_cpu`]); child
+/// processes inherit it.
+pub fn unpin_thread() -> Result<()> {
+    // SAFETY: sysconf has no preconditions; a zeroed cpu_set_t with the online CPUs set.
+    unsafe {
+        let n = libc::sysconf(libc::_SC_NPROCESSORS_ONLN).max(1) as usize;
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for cpu in 0..n.min(libc::CPU_SETSIZE as usize) {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error()).context("sched_setaffinity");
+        }
+    }
+    Ok(())
+}
+
+/// `kernel.bpf_stats_enabled` set to 1 while this lives; the previous value is written back on
+/// drop (also when the measurement fails or panics). While on, the kernel accounts run_time_ns
+/// and run_cnt to every BPF program.
+pub struct BpfStats {
+    previous: String,
+}
+
+const BPF_STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+impl BpfStats {
+    pub fn enable() -> Result<Self> {
+        let previous = std::fs::read_to_string(BPF_STATS_SYSCTL)
+            .with_context(|| format!("reading {BPF_STATS_SYSCTL}"))?
+            .trim()
+            .to_string();
+        std::fs::write(BPF_STATS_SYSCTL, "1")
+            .with_context(|| format!("enabling {BPF_STATS_SYSCTL}"))?;
+        Ok(Self { previous })
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::write(BPF_STATS_SYSCTL, &self.previous) {
+            eprintln!(
+                "could not restore {BPF_STATS_SYSCTL} to {}: {e}",
+                self.previous
+            );
+        }
     }
 }

@@ -31,6 +31,11 @@ const BENCH_TOOLS: &[(&str, &str)] = &[
     ("iptables", "iptables"),
     ("ethtool", "ethtool"),
 ];
+/// Data files the bench reads, and their packages: the real country lists of P1.
+const BENCH_FILES: &[(&str, &str)] = &[
+    ("/usr/share/GeoIP/GeoIP.dat", "geoip-database"),
+    ("/usr/share/GeoIP/GeoIPv6.dat", "geoip-database"),
+];
 
 pub fn on_path(cmd: &str) -> bool {
     std::env::var_os("PATH")
@@ -181,6 +186,13 @@ pub fn ensure(need: Need) -> Result<()> {
     for (cmd, pkg) in tools {
         if !on_path(cmd) && !apt.contains(&pkg) {
             apt.push(pkg);
+        }
+    }
+    if need >= Need::Bench {
+        for (file, pkg) in BENCH_FILES {
+            if !Path::new(file).exists() && !apt.contains(pkg) {
+                apt.push(pkg);
+            }
         }
     }
     if !apt.is_empty() {

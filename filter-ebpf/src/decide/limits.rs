@@ -10,8 +10,8 @@
 use core::intrinsics::AtomicOrdering;
 
 use aya_ebpf::cty::c_void;
-use aya_ebpf::helpers::bpf_loop;
 use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
+use aya_ebpf::helpers::bpf_loop;
 use aya_log_ebpf::info;
 use filter_common::limits::{
     classes_of, gcra, masked, prefix_for, sketch_slot, Ban, BanKey, Bucket, KnownKey, LimitConf,
@@ -21,13 +21,9 @@ use filter_common::limits::{
 use filter_common::packet::Packet;
 use filter_common::rules::MODE_MONITOR;
 use filter_common::trie::{Family, TRIE_PROTECTED};
-use filter_common::{
-    PolicyConfig, MAX_INTERFACES, POLICY_BANS, POLICY_KNOWN, POLICY_PROTECTED,
-};
+use filter_common::{PolicyConfig, MAX_INTERFACES, POLICY_BANS, POLICY_KNOWN, POLICY_PROTECTED};
 
-use crate::maps::{
-    BANS, GLOBAL_BUCKETS, KNOWN, LIMITS, SKETCH, SOURCE_BUCKETS,
-};
+use crate::maps::{BANS, GLOBAL_BUCKETS, KNOWN, LIMITS, SKETCH, SOURCE_BUCKETS};
 use crate::observe;
 
 const BPF_NOEXIST: u64 = 1;
@@ -63,9 +59,11 @@ fn charge_shared(tat: *mut u64, now: u64, cost: u64, tolerance: u64) -> bool {
         };
         // SAFETY: as above; an 8-byte aligned u64.
         let (_, ok) = unsafe {
-            core::intrinsics::atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(
-                tat, old, new,
-            )
+            core::intrinsics::atomic_cxchg::<
+                u64,
+                { AtomicOrdering::SeqCst },
+                { AtomicOrdering::SeqCst },
+            >(tat, old, new)
         };
         if ok {
             return true;
@@ -85,7 +83,11 @@ fn sketch_bump(hi: u64, lo: u64, now: u64) -> u32 {
         if let Some(c) = SKETCH.get_ptr_mut(sketch_slot(hi, lo, row)) {
             // SAFETY: per-CPU slot; only this CPU writes it while this program runs.
             let v = unsafe { *c };
-            let count = if v >> 24 == epoch { (v & 0x00ff_ffff) + 1 } else { 1 };
+            let count = if v >> 24 == epoch {
+                (v & 0x00ff_ffff) + 1
+            } else {
+                1
+            };
             // SAFETY: as above.
             unsafe { *c = epoch << 24 | count.min(0x00ff_ffff) };
             if count < estimate {
@@ -212,8 +214,7 @@ fn per_source(conf: &LimitConf, p: &Packet, t: u64) -> (Outcome, u32) {
         }
     };
     // SAFETY: field pointers into the map value the lookup returned.
-    let (pkt_tat, byte_tat) =
-        unsafe { (&raw mut (*bucket).pkt_tat, &raw mut (*bucket).byte_tat) };
+    let (pkt_tat, byte_tat) = unsafe { (&raw mut (*bucket).pkt_tat, &raw mut (*bucket).byte_tat) };
     let ok = (conf.pkt_cost == 0 || charge_shared(pkt_tat, t, conf.pkt_cost, conf.pkt_tolerance))
         && (conf.byte_cost == 0
             || charge_shared(
@@ -245,14 +246,7 @@ fn known_key(p: &Packet) -> KnownKey {
 
 /// A global limit (this CPU's share of it, for this interface).
 #[inline(always)]
-fn global(
-    index: u32,
-    conf: &LimitConf,
-    flags: u32,
-    p: &Packet,
-    t: u64,
-    slot: u32,
-) -> Outcome {
+fn global(index: u32, conf: &LimitConf, flags: u32, p: &Packet, t: u64, slot: u32) -> Outcome {
     let Some(g) = GLOBAL_BUCKETS.get_ptr_mut(index * MAX_INTERFACES + slot) else {
         return Outcome::Pass;
     };

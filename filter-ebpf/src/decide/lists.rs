@@ -2,7 +2,7 @@
 //! `filter_common::trie` over the maps.
 
 use filter_common::packet::Packet;
-use filter_common::trie::{self, TrieMemory};
+use filter_common::trie::{self, NodeMeta, TrieMemory};
 
 use crate::maps::{LIST_META, LIST_NODES, LIST_PARTS, LIST_ROOT};
 
@@ -28,11 +28,8 @@ impl TrieMemory for Maps {
     }
 
     #[inline(always)]
-    fn child_base(&self, node: u32, word: u32) -> u32 {
-        match LIST_META.get(node) {
-            Some(m) => m.child_base(word),
-            None => 0,
-        }
+    fn meta(&self, node: u32) -> NodeMeta {
+        LIST_META.get(node).copied().unwrap_or_default()
     }
 }
 

@@ -4,9 +4,7 @@
 //! `monitored`.
 
 use filter_common::packet::Packet;
-use filter_common::rules::{
-    info_action, info_counter, ACTION_DROP, MAX_RULES, MODE_MONITOR,
-};
+use filter_common::rules::{info_action, info_counter, ACTION_DROP, MAX_RULES, MODE_MONITOR};
 use filter_common::trie::{CELL_ALLOW, CELL_BLOCK, TRIE_LISTS};
 use filter_common::{MalformedPolicy, PolicyConfig, Reason};
 
@@ -55,12 +53,18 @@ pub fn judge(set: u32, p: &Packet, slot: u32) -> Reason {
     if policy.rule_words != 0 {
         let m = rules::first_match(set, p, policy.rule_words, policy.rule_dims);
         if let Some(r) = m.monitor {
-            let info = RULE_INFO.get(set * MAX_RULES + (r & (MAX_RULES - 1))).copied().unwrap_or(0);
+            let info = RULE_INFO
+                .get(set * MAX_RULES + (r & (MAX_RULES - 1)))
+                .copied()
+                .unwrap_or(0);
             observe::count_rule(info_counter(info), p.len);
             monitored |= info_action(info) == ACTION_DROP;
         }
         if let Some(r) = m.enforce {
-            let info = RULE_INFO.get(set * MAX_RULES + (r & (MAX_RULES - 1))).copied().unwrap_or(0);
+            let info = RULE_INFO
+                .get(set * MAX_RULES + (r & (MAX_RULES - 1)))
+                .copied()
+                .unwrap_or(0);
             observe::count_rule(info_counter(info), p.len);
             return if info_action(info) == ACTION_DROP {
                 Reason::DroppedRule

@@ -47,7 +47,10 @@ pub fn run(pins: &PinDir, action: BansAction) -> Result<()> {
             if !force {
                 guard::check_block_add(&session.current()?, &sources)?;
             }
-            let lens: Vec<_> = sources.iter().map(|p| (p.family(), p.prefix_len())).collect();
+            let lens: Vec<_> = sources
+                .iter()
+                .map(|p| (p.family(), p.prefix_len()))
+                .collect();
             apply::ensure_ban_prefixes(session, &lens)?;
             bans::add(pins, &sources, seconds)?;
             outln!("banned {} source(s) for {seconds} s", sources.len())?;

@@ -141,7 +141,12 @@ pub fn status(pins: &PinDir, json: bool) -> Result<()> {
         )?;
     }
     match &policy.source {
-        Some(src) => outln!("policy: {} ({} rules, {} limits)", src.display(), policy.rules.len(), policy.limits.len())?,
+        Some(src) => outln!(
+            "policy: {} ({} rules, {} limits)",
+            src.display(),
+            policy.rules.len(),
+            policy.limits.len()
+        )?,
         None => outln!("policy: none applied (lists from block/allow commands only)")?,
     }
     for r in &policy.rules {
@@ -167,7 +172,11 @@ pub fn status(pins: &PinDir, json: bool) -> Result<()> {
             "  limit {:<24} {:<7} per {:<6} {rate}, burst {}{} {}",
             l.name,
             CLASS_NAMES[l.class as usize],
-            if l.per == PER_GLOBAL { "global" } else { "source" },
+            if l.per == PER_GLOBAL {
+                "global"
+            } else {
+                "source"
+            },
             l.burst,
             l.ban_seconds
                 .map(|s| format!(", ban {s} s"))

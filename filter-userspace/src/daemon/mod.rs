@@ -79,7 +79,11 @@ fn reload(pins: &PinDir, config: &Path, names: &LimitNames, why: &str) -> Result
 fn watched(config: &Path) -> Vec<PathBuf> {
     let mut dirs = vec![config.parent().unwrap_or(Path::new(".")).to_path_buf()];
     if let Ok(p) = policy::load(config) {
-        dirs.extend(p.list_files.iter().filter_map(|f| f.parent().map(Path::to_path_buf)));
+        dirs.extend(
+            p.list_files
+                .iter()
+                .filter_map(|f| f.parent().map(Path::to_path_buf)),
+        );
     }
     dirs.sort();
     dirs.dedup();
@@ -98,7 +102,8 @@ async fn serve(pins: PinDir, config: PathBuf, detach_on_exit: bool) -> Result<()
     let names: LimitNames = Arc::default();
     // A policy that does not apply at start is an error: nothing would be enforced.
     reload(&pins, &config, &names, "start")?;
-    let status = crate::state::attach::program_status(&pins)?.context("the filter is not loaded")?;
+    let status =
+        crate::state::attach::program_status(&pins)?.context("the filter is not loaded")?;
     if status.interfaces.is_empty() {
         warn!("no interface is attached: give the policy an [interfaces] section, or run `floodgate attach IFACE`");
     }
@@ -111,8 +116,9 @@ async fn serve(pins: PinDir, config: PathBuf, detach_on_exit: bool) -> Result<()
     )
     .context("cannot read the program's events")?;
     // SAFETY: the logger owns its ring buffer's fd for as long as the AsyncFd holds it.
-    let mut events = unsafe { AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) }
-        .map_err(|e| anyhow::anyhow!("cannot watch the program's events: {e}"))?;
+    let mut events =
+        unsafe { AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) }
+            .map_err(|e| anyhow::anyhow!("cannot watch the program's events: {e}"))?;
     // File changes, from a watcher thread into this loop.
     let (tx, mut changes) = tokio::sync::mpsc::unbounded_channel::<()>();
     let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
@@ -131,7 +137,10 @@ async fn serve(pins: PinDir, config: PathBuf, detach_on_exit: bool) -> Result<()
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    info!("running: {} in force; SIGHUP or a change to it re-applies", config.display());
+    info!(
+        "running: {} in force; SIGHUP or a change to it re-applies",
+        config.display()
+    );
     loop {
         tokio::select! {
             _ = hup.recv() => {

@@ -5,7 +5,7 @@
 pub mod compile;
 pub mod entries;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{bail, Result};
 use filter_common::trie::{Family, ROOT_BITS, TRIE_LISTS, TRIE_PROTECTED};
@@ -14,7 +14,7 @@ use filter_common::{ListKind, LIST_CAPACITY};
 use crate::error::usage;
 use crate::state::snapshot::{EntryList, Origin};
 use crate::state::{Entry, Plan, Session, Snapshot};
-use compile::{compile_partition, Extent, Item, Partition};
+use compile::{Built, Extent, Item, Region};
 use entries::Prefix;
 
 /// A change to one list.
@@ -234,26 +234,41 @@ fn free_runs(in_use: impl Iterator<Item = Extent>, pool_nodes: u32) -> Vec<Exten
 /// A partition's place: trie, family and /16.
 type PartKey = (u32, Family, u16);
 
-/// Compile partitions on every core: a full list is tens of thousands of them.
-fn compile_all(jobs: Vec<(PartKey, Vec<Item>)>) -> Vec<(PartKey, Partition)> {
+/// One partition to recompile: its items, and the chunks it had in the last generation.
+struct Job {
+    key: PartKey,
+    items: Vec<Item>,
+    old: BTreeMap<Region, Extent>,
+}
+
+/// Whether an entry in `changed` (sorted) lies inside `region` and is longer than it: only
+/// those can change the region's chunk.
+fn touches(changed: &[Entry], region: Region) -> bool {
+    let from = changed.partition_point(|e| e.addr < region.start);
+    changed[from..]
+        .iter()
+        .take_while(|e| e.addr <= region.last())
+        .any(|e| e.len > region.depth)
+}
+
+/// Compile partitions on every core: a full list is tens of thousands of them. `changed`
+/// holds the changed entries per trie and family, sorted.
+fn compile_all(jobs: &[Job], changed: &[[Vec<Entry>; 2]; 2]) -> Vec<Built> {
+    let one = |job: &Job| {
+        let (trie, family, p16) = job.key;
+        let changed = &changed[trie as usize][family as usize];
+        let keep = |r: Region| job.old.contains_key(&r) && !touches(changed, r);
+        compile::build(family, Region::partition(p16), &job.items, true, &keep)
+    };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     if threads == 1 || jobs.len() < 256 {
-        return jobs
-            .into_iter()
-            .map(|(k, items)| (k, compile_partition(k.1, &items)))
-            .collect();
+        return jobs.iter().map(one).collect();
     }
     let chunk = jobs.len().div_ceil(threads);
     std::thread::scope(|s| {
         let handles: Vec<_> = jobs
             .chunks(chunk)
-            .map(|part| {
-                s.spawn(move || {
-                    part.iter()
-                        .map(|(k, items)| (*k, compile_partition(k.1, items)))
-                        .collect::<Vec<_>>()
-                })
-            })
+            .map(|part| s.spawn(move || part.iter().map(one).collect::<Vec<_>>()))
             .collect();
         handles
             .into_iter()
@@ -263,7 +278,7 @@ fn compile_all(jobs: Vec<(PartKey, Vec<Item>)>) -> Vec<(PartKey, Partition)> {
 }
 
 /// Everything needed to go from `old` to a snapshot with `edits` made to its lists and,
-/// if given, `policy` in force (pure): the next snapshot, the partitions to write and where,
+/// if given, `policy` in force (pure): the next snapshot, the chunks to write and where,
 /// and every table of the new generation. Capacity is checked here, before anything is
 /// written.
 pub fn plan(
@@ -273,7 +288,7 @@ pub fn plan(
     pool_nodes: u32,
 ) -> Result<Plan> {
     let free_before = free_runs(
-        old.partitions
+        old.chunks
             .iter()
             .flatten()
             .flat_map(|p| p.values().copied()),
@@ -285,58 +300,85 @@ pub fn plan(
     if let Some(p) = policy {
         next.policy = p;
     }
-    let mut touched: BTreeSet<PartKey> = BTreeSet::new();
+    let mut changed_all: [[Vec<Entry>; 2]; 2] = Default::default();
     for (origin, kind, edited) in edits {
         let Edited { lists, changed, .. } = edited;
         for (family, list) in Family::ALL.into_iter().zip(lists) {
             *next.list_mut(origin, kind, family) = list;
         }
         for family in Family::ALL {
-            touched.extend(
-                changed[family as usize]
-                    .iter()
-                    .filter(|e| u32::from(e.len) > ROOT_BITS)
-                    .map(|e| (kind.trie(), family, (e.addr >> 112) as u16)),
-            );
+            changed_all[kind.trie() as usize][family as usize]
+                .extend(changed[family as usize].iter().copied());
         }
     }
     let mut jobs = Vec::new();
-    for key in touched {
-        let (trie, family, p16) = key;
-        next.partitions[trie as usize][family as usize].remove(&p16);
-        let items = partition_items(&next, trie, family, p16);
-        if !items.is_empty() {
-            jobs.push((key, items));
+    for trie in [TRIE_LISTS, TRIE_PROTECTED] {
+        for family in Family::ALL {
+            let changed = &mut changed_all[trie as usize][family as usize];
+            changed.sort_unstable();
+            let touched: BTreeSet<u16> = changed
+                .iter()
+                .filter(|e| u32::from(e.len) > ROOT_BITS)
+                .map(|e| (e.addr >> 112) as u16)
+                .collect();
+            for p16 in touched {
+                let region = Region::partition(p16);
+                let chunks = &mut next.chunks[trie as usize][family as usize];
+                let inside: Vec<Region> = chunks
+                    .range(
+                        region..=Region {
+                            start: region.last(),
+                            depth: 128,
+                        },
+                    )
+                    .map(|(r, _)| *r)
+                    .collect();
+                let old = inside
+                    .into_iter()
+                    .map(|r| (r, chunks.remove(&r).expect("listed")))
+                    .collect();
+                jobs.push(Job {
+                    key: (trie, family, p16),
+                    items: partition_items(&next, trie, family, p16),
+                    old,
+                });
+            }
         }
     }
-    let compiled = compile_all(jobs);
-    // Copy on write: new partitions go only where nothing of the old generation lives.
+    let built = compile_all(&jobs, &changed_all);
+    // Copy on write: new chunks go only where nothing of the old generation lives.
     let mut free = free_before;
-    let needed: u64 = compiled.iter().map(|(_, p)| u64::from(p.len())).sum();
+    let needed: u64 = built.iter().map(Built::new_nodes).sum();
     let available: u64 = free.iter().map(|e| u64::from(e.count)).sum();
-    let mut placed = Vec::with_capacity(compiled.len());
-    for ((trie, family, p16), part) in compiled {
-        let n = part.len();
+    let mut alloc = |n: u32| -> Result<u32> {
         let Some(run) = free.iter_mut().find(|r| r.count >= n) else {
             bail!(
                 "the lists need {needed} free nodes in the list pool for this change, but it has {available} (capacity {pool_nodes}, {in_use} in use){}: nothing was changed. A larger pool is set when the filter is first loaded: `floodgate detach --all`, then `floodgate attach IFACE --list-capacity N` (the interfaces are unfiltered and the lists empty until you load them again; save them first with `floodgate block list > FILE`)",
                 if available >= needed { ", not in one piece" } else { "" }
             );
         };
-        let extent = Extent {
-            first: run.first,
-            count: n,
-        };
         run.first += n;
         run.count -= n;
-        next.partitions[trie as usize][family as usize].insert(p16, extent);
-        placed.push((extent, part));
+        Ok(run.first - n)
+    };
+    let mut chunks = Vec::new();
+    for (job, b) in jobs.iter().zip(built) {
+        if job.items.is_empty() {
+            continue;
+        }
+        let (trie, family, _) = job.key;
+        b.place(
+            &mut alloc,
+            &job.old,
+            &mut next.chunks[trie as usize][family as usize],
+            &mut chunks,
+        )?;
     }
     let tables = crate::policy::apply::tables(&next.policy)?;
     Ok(Plan {
         roots: [TRIE_LISTS, TRIE_PROTECTED].map(|t| Family::ALL.map(|f| next.root_tables(t, f))),
         snapshot: next,
-        partitions: placed,
+        chunks,
         tables,
     })
 }
@@ -357,7 +399,12 @@ pub fn change_in(session: Session, kind: ListKind, edit: Edit) -> Result<Change>
     if change.added == 0 && change.removed == 0 {
         return Ok(change);
     }
-    let plan = plan(old, vec![(Origin::Cli, kind, edited)], None, session.pool_nodes())?;
+    let plan = plan(
+        old,
+        vec![(Origin::Cli, kind, edited)],
+        None,
+        session.pool_nodes(),
+    )?;
     tracing::debug!("planned: {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
     change.generation = plan.snapshot.generation;
     session.commit(plan)?;
@@ -398,12 +445,10 @@ mod tests {
         }
 
         fn apply(&mut self, plan: &Plan) {
-            for (e, part) in &plan.partitions {
-                let f = e.first as usize;
-                self.nodes[f..f + part.nodes.len()].copy_from_slice(&part.nodes);
-                for (slot, m) in self.meta[f..].iter_mut().zip(part.placed(e.first)) {
-                    *slot = m;
-                }
+            for c in &plan.chunks {
+                let at = c.extent.first as usize..c.extent.end() as usize;
+                self.nodes[at.clone()].copy_from_slice(&c.nodes);
+                self.meta[at].copy_from_slice(&c.meta);
             }
         }
 
@@ -447,7 +492,10 @@ mod tests {
     #[test]
     fn edits_count_what_changed() {
         let s = Snapshot::default();
-        let e = edit_lists(&s, Origin::Cli, ListKind::Block,
+        let e = edit_lists(
+            &s,
+            Origin::Cli,
+            ListKind::Block,
             Edit::Add(vec![p("10.0.0.0/8"), p("10.0.0.0/8"), p("::1")]),
         )
         .unwrap();
@@ -461,14 +509,22 @@ mod tests {
             .unwrap()
             .change;
         assert_eq!((again.added, again.total), (0, 2));
-        let err = edit_lists(&s2, Origin::Cli, ListKind::Block, Edit::Del(vec![p("10.0.0.0/9")]))
-            .err()
-            .unwrap();
+        let err = edit_lists(
+            &s2,
+            Origin::Cli,
+            ListKind::Block,
+            Edit::Del(vec![p("10.0.0.0/9")]),
+        )
+        .err()
+        .unwrap();
         assert!(
             format!("{err}").contains("not on the block list: 10.0.0.0/9"),
             "{err}"
         );
-        let c = edit_lists(&s2, Origin::Cli, ListKind::Block,
+        let c = edit_lists(
+            &s2,
+            Origin::Cli,
+            ListKind::Block,
             Edit::Replace(vec![p("::1"), p("192.0.2.1")]),
         )
         .unwrap()
@@ -542,14 +598,14 @@ mod tests {
                 _ => Edit::Replace(random),
             };
             let before: Vec<Extent> = s
-                .partitions
+                .chunks
                 .iter()
                 .flatten()
                 .flat_map(|m| m.values().copied())
                 .collect();
             let plan = apply(&mut pool, &mut s, kind, edit);
             // Copy on write: nothing is written where the old generation lives.
-            for (new, _) in &plan.partitions {
+            for new in plan.chunks.iter().map(|c| c.extent) {
                 assert!(
                     before
                         .iter()
@@ -557,9 +613,9 @@ mod tests {
                     "round {round}: {new:?} overlaps the old generation"
                 );
             }
-            // Every placed partition lies inside the pool and they never overlap.
+            // Every placed chunk lies inside the pool and they never overlap.
             let mut extents: Vec<Extent> = s
-                .partitions
+                .chunks
                 .iter()
                 .flatten()
                 .flat_map(|m| m.values().copied())
@@ -602,6 +658,63 @@ mod tests {
                 }
                 pool.restore(seen);
             }
+        }
+    }
+
+    #[test]
+    fn one_change_in_a_crowded_partition_rewrites_few_nodes() {
+        // 6to4 (2002::/16) holds 44% of a real country list: one /16, hundreds of thousands
+        // of entries. A change there must rewrite its path of chunks, not the /16.
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        let mut pool = Pool::new(1 << 20);
+        let mut s = Snapshot::default();
+        let crowd: Vec<Prefix> = (0..3 * compile::CHUNK_ITEMS)
+            .map(|_| {
+                let len = *[48u8, 64, 128].get(rng.random_range(0..3)).unwrap();
+                Prefix::v6((0x2002u128 << 112) | (rng.random::<u128>() >> 16), len)
+            })
+            .collect();
+        let full = apply(&mut pool, &mut s, ListKind::Block, Edit::Add(crowd));
+        let full_nodes: usize = full.chunks.iter().map(|c| c.nodes.len()).sum();
+        for round in 0..20 {
+            let addr = (0x2002u128 << 112) | (rng.random::<u128>() >> 16);
+            let one = Prefix::v6(addr, 128);
+            let kind = if round % 2 == 0 {
+                ListKind::Block
+            } else {
+                ListKind::Allow
+            };
+            let plan = apply(&mut pool, &mut s, kind, Edit::Add(vec![one]));
+            let written: usize = plan.chunks.iter().map(|c| c.nodes.len()).sum();
+            assert!(
+                written * 20 < full_nodes,
+                "round {round}: one entry rewrote {written} of {full_nodes} nodes"
+            );
+            let expected = kind.verdict();
+            assert_eq!(pool.lookup(&plan, Family::V6, addr), expected);
+            let plan = apply(&mut pool, &mut s, kind, Edit::Del(vec![one]));
+            assert_ne!(
+                pool.lookup(&plan, Family::V6, addr),
+                CELL_ALLOW,
+                "round {round}: deleted"
+            );
+        }
+        // After all that churn, the pool still reads as a fresh compile of the lists.
+        let items: Vec<Item> = s
+            .list(Origin::Cli, ListKind::Block, Family::V6)
+            .iter()
+            .map(|e| Item {
+                addr: e.addr,
+                len: e.len,
+                verdict: CELL_BLOCK as u8,
+            })
+            .collect();
+        let fresh = Image::compile(Family::V6, &items);
+        let plan = apply(&mut pool, &mut s, ListKind::Allow, Edit::Flush);
+        for _ in 0..20_000 {
+            let it = items[rng.random_range(0..items.len())];
+            let probe = it.addr | rng.random::<u128>().checked_shr(it.len.into()).unwrap_or(0);
+            assert_eq!(pool.lookup(&plan, Family::V6, probe), fresh.lookup(probe));
         }
     }
 

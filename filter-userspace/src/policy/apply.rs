@@ -204,10 +204,16 @@ pub fn apply(pins: &PinDir, path: &Path, dry_run: bool, force: bool) -> Result<R
         }
     }
     let old_p = &old.policy.policy;
-    (report.rules_added, report.rules_removed, report.rules_changed) =
-        diff_named(&old_p.rules, &policy.rules, |r| &r.name);
-    (report.limits_added, report.limits_removed, report.limits_changed) =
-        diff_named(&old_p.limits, &policy.limits, |l| &l.name);
+    (
+        report.rules_added,
+        report.rules_removed,
+        report.rules_changed,
+    ) = diff_named(&old_p.rules, &policy.rules, |r| &r.name);
+    (
+        report.limits_added,
+        report.limits_removed,
+        report.limits_changed,
+    ) = diff_named(&old_p.limits, &policy.limits, |l| &l.name);
     if old_p.malformed_pass != policy.malformed_pass {
         report.settings_changed.push("malformed".into());
     }
@@ -268,7 +274,12 @@ pub fn apply(pins: &PinDir, path: &Path, dry_run: bool, force: bool) -> Result<R
     session.commit(plan)?;
     if let Some(want) = &policy.interfaces {
         if !report.attach.is_empty() {
-            crate::state::attach::attach(pins, &report.attach, super::attach_mode(&want.mode), None)?;
+            crate::state::attach::attach(
+                pins,
+                &report.attach,
+                super::attach_mode(&want.mode),
+                None,
+            )?;
         }
         if !report.detach.is_empty() {
             crate::state::attach::detach(pins, &report.detach)?;

@@ -31,7 +31,11 @@ pub fn ssh_connection() -> Option<(IpAddr, u16, u16)> {
     if parts.len() != 4 {
         return None;
     }
-    Some((parts[0].parse().ok()?, parts[1].parse().ok()?, parts[3].parse().ok()?))
+    Some((
+        parts[0].parse().ok()?,
+        parts[1].parse().ok()?,
+        parts[3].parse().ok()?,
+    ))
 }
 
 fn contains(p: &Prefix, a: IpAddr) -> bool {
@@ -54,7 +58,12 @@ fn overlap(a: &Prefix, b: &Prefix) -> Option<IpAddr> {
 fn all_entries(snapshot: &Snapshot, policy: &Policy, kind: ListKind) -> Vec<Prefix> {
     let mut out: Vec<Prefix> = Family::ALL
         .iter()
-        .flat_map(|&f| snapshot.list(Origin::Cli, kind, f).iter().map(move |e| e.prefix(f)))
+        .flat_map(|&f| {
+            snapshot
+                .list(Origin::Cli, kind, f)
+                .iter()
+                .map(move |e| e.prefix(f))
+        })
         .collect();
     out.extend(match kind {
         ListKind::Allow => &policy.lists.allow,
@@ -75,7 +84,9 @@ pub fn check(snapshot: &Snapshot, next: &AppliedPolicy, policy: &Policy) -> Resu
         let is_protected = protected.iter().any(|p| contains(p, client));
         if !allowed {
             if let Some(b) = block.iter().find(|p| contains(p, client)) {
-                why.push(format!("the block list entry {b} covers your SSH client {client}"));
+                why.push(format!(
+                    "the block list entry {b} covers your SSH client {client}"
+                ));
             }
             let mut pkt = match client {
                 IpAddr::V4(a) => Packet::v4(u32::from(a)),
@@ -121,7 +132,9 @@ pub fn check(snapshot: &Snapshot, next: &AppliedPolicy, policy: &Policy) -> Resu
         for b in &block {
             if let Some(a) = overlap(p, b) {
                 if !allow.iter().any(|x| contains(x, a)) {
-                    why.push(format!("the block list entry {b} covers the protected prefix {p}"));
+                    why.push(format!(
+                        "the block list entry {b} covers the protected prefix {p}"
+                    ));
                 }
             }
         }
@@ -140,11 +153,21 @@ pub fn check(snapshot: &Snapshot, next: &AppliedPolicy, policy: &Policy) -> Resu
 pub fn check_block_add(snapshot: &Snapshot, adding: &[Prefix]) -> Result<()> {
     let allow: Vec<Prefix> = Family::ALL
         .iter()
-        .flat_map(|&f| snapshot.union(ListKind::Allow, f).into_iter().map(move |e| e.prefix(f)))
+        .flat_map(|&f| {
+            snapshot
+                .union(ListKind::Allow, f)
+                .into_iter()
+                .map(move |e| e.prefix(f))
+        })
         .collect();
     let protected: Vec<Prefix> = Family::ALL
         .iter()
-        .flat_map(|&f| snapshot.union(ListKind::Protected, f).into_iter().map(move |e| e.prefix(f)))
+        .flat_map(|&f| {
+            snapshot
+                .union(ListKind::Protected, f)
+                .into_iter()
+                .map(move |e| e.prefix(f))
+        })
         .collect();
     let mut why = Vec::new();
     if let Some((client, _, _)) = ssh_connection() {

@@ -18,7 +18,11 @@ pub fn limit_id(name: &str) -> u32 {
 /// The program's view of `l`. Global limits run one bucket per CPU, each with `1/cpus` of the
 /// rate and of the burst.
 pub fn conf(l: &Limit, counter: u32, cpus: u32) -> LimitConf {
-    let share = if l.per == PER_GLOBAL { u64::from(cpus.max(1)) } else { 1 };
+    let share = if l.per == PER_GLOBAL {
+        u64::from(cpus.max(1))
+    } else {
+        1
+    };
     let burst = (l.burst / share).max(1);
     let (pkt_cost, pkt_tolerance) = match l.pps {
         Some(pps) => {
@@ -34,7 +38,9 @@ pub fn conf(l: &Limit, counter: u32, cpus: u32) -> LimitConf {
     };
     let (byte_cost, byte_tolerance) = match l.bps {
         Some(bps) => {
-            let cost = (8 * 1_000_000_000 * BYTE_TICKS_PER_NS * share).div_ceil(bps).max(1);
+            let cost = (8 * 1_000_000_000 * BYTE_TICKS_PER_NS * share)
+                .div_ceil(bps)
+                .max(1);
             (cost, window_ns * BYTE_TICKS_PER_NS)
         }
         None => (0, 0),

@@ -160,7 +160,12 @@ fn render(problems: &[Problem]) -> String {
     s
 }
 
-fn one_of(r: &mut Reporter, v: &toml::Spanned<String>, what: &str, choices: &[&str]) -> Option<usize> {
+fn one_of(
+    r: &mut Reporter,
+    v: &toml::Spanned<String>,
+    what: &str,
+    choices: &[&str],
+) -> Option<usize> {
     let found = choices.iter().position(|c| *c == v.get_ref());
     if found.is_none() {
         r.at(
@@ -189,12 +194,26 @@ fn mode_of(r: &mut Reporter, v: &Option<toml::Spanned<String>>) -> RuleMode {
     }
 }
 
-fn name_of(r: &mut Reporter, v: &toml::Spanned<String>, seen: &mut Vec<String>, what: &str) -> String {
+fn name_of(
+    r: &mut Reporter,
+    v: &toml::Spanned<String>,
+    seen: &mut Vec<String>,
+    what: &str,
+) -> String {
     let n = v.get_ref();
     if n.is_empty() || n.len() > 64 || n.chars().any(|c| c.is_control()) {
-        r.at(v.span(), format!("{what} name '{}' must be 1-64 printable characters", entries::shown(n)));
+        r.at(
+            v.span(),
+            format!(
+                "{what} name '{}' must be 1-64 printable characters",
+                entries::shown(n)
+            ),
+        );
     } else if seen.contains(n) {
-        r.at(v.span(), format!("{what} name '{n}' is used twice; names identify counters, make them unique"));
+        r.at(
+            v.span(),
+            format!("{what} name '{n}' is used twice; names identify counters, make them unique"),
+        );
     }
     seen.push(n.clone());
     n.clone()
@@ -211,11 +230,17 @@ fn parse_rate(text: &str) -> Option<u64> {
     };
     let n: f64 = digits.trim().parse().ok()?;
     let v = n * mult as f64;
-    (v.is_finite() && v >= 1.0 && v <= 1e13).then_some(v as u64)
+    (v.is_finite() && (1.0..=1e13).contains(&v)).then_some(v as u64)
 }
 
 /// A number or "a-b" within [lo, hi].
-fn range_of(r: &mut Reporter, v: &toml::Spanned<NumOrRange>, what: &str, lo: u32, hi: u32) -> Option<(u32, u32)> {
+fn range_of(
+    r: &mut Reporter,
+    v: &toml::Spanned<NumOrRange>,
+    what: &str,
+    lo: u32,
+    hi: u32,
+) -> Option<(u32, u32)> {
     let bad = |r: &mut Reporter, shown: String| {
         r.at(
             v.span(),
@@ -268,7 +293,11 @@ pub fn tcp_flags_ranges(text: &str) -> Result<Vec<(u32, u32)>, String> {
         let bit = tcp_flag_bit(name).ok_or_else(|| {
             format!("'{}' is not a TCP flag; expected FIN, SYN, RST, PSH, ACK, URG, ECE or CWR, '!' for a flag that must be clear", entries::shown(name))
         })?;
-        if neg { clear |= bit } else { set |= bit }
+        if neg {
+            clear |= bit
+        } else {
+            set |= bit
+        }
     }
     if set & clear != 0 {
         return Err("a flag cannot be both required and refused".into());
@@ -276,7 +305,9 @@ pub fn tcp_flags_ranges(text: &str) -> Result<Vec<(u32, u32)>, String> {
     if set | clear == 0 {
         return Err("no flags given; expected e.g. \"SYN,!ACK\"".into());
     }
-    Ok(values_to_ranges((0..256).filter(|v| v & set == set && v & clear == 0)))
+    Ok(values_to_ranges(
+        (0..256).filter(|v| v & set == set && v & clear == 0),
+    ))
 }
 
 /// Sorted values as runs.
@@ -291,7 +322,11 @@ pub fn values_to_ranges(values: impl Iterator<Item = u32>) -> Vec<(u32, u32)> {
     out
 }
 
-fn check_rule(r: &mut Reporter, raw: &toml::Spanned<RawRule>, seen: &mut Vec<String>) -> Option<Rule> {
+fn check_rule(
+    r: &mut Reporter,
+    raw: &toml::Spanned<RawRule>,
+    seen: &mut Vec<String>,
+) -> Option<Rule> {
     let rule = raw.get_ref();
     let name = name_of(r, &rule.name, seen, "rule");
     let before = r.problems.len();
@@ -317,7 +352,10 @@ fn check_rule(r: &mut Reporter, raw: &toml::Spanned<RawRule>, seen: &mut Vec<Str
         let Some(matches) = presets::expand(preset.get_ref()) else {
             r.at(
                 preset.span(),
-                format!("preset '{}' is not known; expected \"reflection\" or \"tcp-flags\"", entries::shown(preset.get_ref())),
+                format!(
+                    "preset '{}' is not known; expected \"reflection\" or \"tcp-flags\"",
+                    entries::shown(preset.get_ref())
+                ),
             );
             return None;
         };
@@ -344,10 +382,16 @@ fn check_rule(r: &mut Reporter, raw: &toml::Spanned<RawRule>, seen: &mut Vec<Str
         m.ranges[DIM_PROTO as usize] = Some(vec![(u32::from(p), u32::from(p))]);
     }
     let is = |p: u8| proto.is_none_or(|q| q == p);
-    for (field, dim, what) in [(&rule.dst_ports, DIM_DPORT, "dst_ports"), (&rule.src_ports, DIM_SPORT, "src_ports")] {
+    for (field, dim, what) in [
+        (&rule.dst_ports, DIM_DPORT, "dst_ports"),
+        (&rule.src_ports, DIM_SPORT, "src_ports"),
+    ] {
         if let Some(ports) = field {
             if !is(filter_common::parse::IPPROTO_TCP) && !is(filter_common::parse::IPPROTO_UDP) {
-                r.at(ports.span(), format!("{what} needs protocol \"tcp\", \"udp\" or \"any\""));
+                r.at(
+                    ports.span(),
+                    format!("{what} needs protocol \"tcp\", \"udp\" or \"any\""),
+                );
             }
             let mut ranges = Vec::new();
             for p in ports.get_ref().clone().into_vec() {
@@ -378,7 +422,10 @@ fn check_rule(r: &mut Reporter, raw: &toml::Spanned<RawRule>, seen: &mut Vec<Str
         }
     }
     if let Some(t) = &rule.icmp_type {
-        if !matches!(proto, Some(filter_common::parse::IPPROTO_ICMP | filter_common::parse::IPPROTO_ICMPV6)) {
+        if !matches!(
+            proto,
+            Some(filter_common::parse::IPPROTO_ICMP | filter_common::parse::IPPROTO_ICMPV6)
+        ) {
             r.at(t.span(), "icmp_type needs protocol \"icmp\" or \"icmpv6\"");
         }
         let v = *t.get_ref();
@@ -409,7 +456,11 @@ fn check_rule(r: &mut Reporter, raw: &toml::Spanned<RawRule>, seen: &mut Vec<Str
     })
 }
 
-fn check_limit(r: &mut Reporter, raw: &toml::Spanned<file::RawLimit>, seen: &mut Vec<String>) -> Option<Limit> {
+fn check_limit(
+    r: &mut Reporter,
+    raw: &toml::Spanned<file::RawLimit>,
+    seen: &mut Vec<String>,
+) -> Option<Limit> {
     let l = raw.get_ref();
     let name = name_of(r, &l.name, seen, "limit");
     let before = r.problems.len();
@@ -446,21 +497,35 @@ fn check_limit(r: &mut Reporter, raw: &toml::Spanned<file::RawLimit>, seen: &mut
         Some(b) => {
             let v = *b.get_ref();
             if !(1..=1_000_000_000).contains(&v) {
-                r.at(b.span(), format!("burst {v} is not between 1 and 1000000000 packets"));
+                r.at(
+                    b.span(),
+                    format!("burst {v} is not between 1 and 1000000000 packets"),
+                );
             }
             v.max(1) as u64
         }
     };
-    let prefix = |r: &mut Reporter, v: &Option<toml::Spanned<i64>>, max: i64, default: u8, what: &str| -> u8 {
+    let prefix = |r: &mut Reporter,
+                  v: &Option<toml::Spanned<i64>>,
+                  max: i64,
+                  default: u8,
+                  what: &str|
+     -> u8 {
         match v {
             None => default,
             Some(p) => {
                 if per == PER_GLOBAL {
-                    r.at(p.span(), format!("{what} applies to per = \"source\" limits"));
+                    r.at(
+                        p.span(),
+                        format!("{what} applies to per = \"source\" limits"),
+                    );
                 }
                 let x = *p.get_ref();
                 if !(0..=max).contains(&x) {
-                    r.at(p.span(), format!("{what} {x} is not a prefix length between 0 and {max}"));
+                    r.at(
+                        p.span(),
+                        format!("{what} {x} is not a prefix length between 0 and {max}"),
+                    );
                     default
                 } else {
                     x as u8
@@ -512,7 +577,11 @@ fn inline_entries(r: &mut Reporter, items: &[toml::Spanned<String>]) -> Vec<Pref
 }
 
 /// Read list files named in the policy (relative to the policy's directory).
-fn file_entries(r: &mut Reporter, files: &[toml::Spanned<String>], names: &mut Vec<PathBuf>) -> Vec<Prefix> {
+fn file_entries(
+    r: &mut Reporter,
+    files: &[toml::Spanned<String>],
+    names: &mut Vec<PathBuf>,
+) -> Vec<Prefix> {
     let mut out = Vec::new();
     for f in files {
         let path = r.dir.join(f.get_ref());
@@ -521,7 +590,14 @@ fn file_entries(r: &mut Reporter, files: &[toml::Spanned<String>], names: &mut V
             Ok(v) => out.extend(v),
             Err(e) => {
                 let text = format!("{e:#}");
-                r.at(f.span(), format!("list file {}: {}", path.display(), text.lines().next().unwrap_or("")));
+                r.at(
+                    f.span(),
+                    format!(
+                        "list file {}: {}",
+                        path.display(),
+                        text.lines().next().unwrap_or("")
+                    ),
+                );
                 for line in text.lines().skip(1).take(10) {
                     r.elsewhere(path.display().to_string(), 0, line.trim().to_string());
                 }
@@ -542,7 +618,10 @@ fn read_text(path: &Path) -> Result<String> {
     let meta = std::fs::metadata(path)
         .map_err(|e| anyhow::anyhow!("cannot read policy file {}: {e}", path.display()))?;
     if meta.is_dir() {
-        return Err(crate::error::usage(format!("{} is a directory; give the policy file", path.display())));
+        return Err(crate::error::usage(format!(
+            "{} is a directory; give the policy file",
+            path.display()
+        )));
     }
     if meta.len() > MAX {
         return Err(crate::error::usage(format!(
@@ -550,7 +629,8 @@ fn read_text(path: &Path) -> Result<String> {
             path.display()
         )));
     }
-    let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read policy file {}: {e}", path.display()))?;
+    let bytes = std::fs::read(path)
+        .map_err(|e| anyhow::anyhow!("cannot read policy file {}: {e}", path.display()))?;
     String::from_utf8(bytes).map_err(|e| {
         crate::error::usage(format!(
             "{}: not UTF-8 text (first bad byte at offset {})",
@@ -577,8 +657,18 @@ pub fn check_text(path: &Path, text: &str) -> Result<Policy, Vec<Problem>> {
         let mut names = Vec::new();
         for n in &i.get_ref().names {
             let name = n.get_ref();
-            if name.is_empty() || name.len() > 15 || name.contains(['/', '\0']) || name.chars().any(char::is_whitespace) {
-                r.at(n.span(), format!("'{}' is not an interface name (1-15 characters, no '/' or spaces)", entries::shown(name)));
+            if name.is_empty()
+                || name.len() > 15
+                || name.contains(['/', '\0'])
+                || name.chars().any(char::is_whitespace)
+            {
+                r.at(
+                    n.span(),
+                    format!(
+                        "'{}' is not an interface name (1-15 characters, no '/' or spaces)",
+                        entries::shown(name)
+                    ),
+                );
             } else if names.contains(name) {
                 r.at(n.span(), format!("interface {name} is listed twice"));
             } else {
@@ -597,9 +687,17 @@ pub fn check_text(path: &Path, text: &str) -> Result<Policy, Vec<Problem>> {
     let lists = raw.lists.unwrap_or_default();
     policy.block_monitor = mode_of(&mut r, &lists.mode) == RuleMode::Monitor;
     policy.lists.block = inline_entries(&mut r, &lists.block);
-    policy.lists.block.extend(file_entries(&mut r, &lists.block_files, &mut policy.list_files));
+    policy.lists.block.extend(file_entries(
+        &mut r,
+        &lists.block_files,
+        &mut policy.list_files,
+    ));
     policy.lists.allow = inline_entries(&mut r, &lists.allow);
-    policy.lists.allow.extend(file_entries(&mut r, &lists.allow_files, &mut policy.list_files));
+    policy.lists.allow.extend(file_entries(
+        &mut r,
+        &lists.allow_files,
+        &mut policy.list_files,
+    ));
     policy.lists.protected = inline_entries(&mut r, &lists.protected);
     let mut names = Vec::new();
     for l in &raw.limit {
@@ -608,7 +706,13 @@ pub fn check_text(path: &Path, text: &str) -> Result<Policy, Vec<Problem>> {
         }
     }
     if raw.limit.len() > filter_common::limits::MAX_LIMITS as usize {
-        r.at(raw.limit[filter_common::limits::MAX_LIMITS as usize].span(), format!("more than {} limits; merge some", filter_common::limits::MAX_LIMITS));
+        r.at(
+            raw.limit[filter_common::limits::MAX_LIMITS as usize].span(),
+            format!(
+                "more than {} limits; merge some",
+                filter_common::limits::MAX_LIMITS
+            ),
+        );
     }
     let mut names = Vec::new();
     for rule in &raw.rule {
@@ -617,7 +721,13 @@ pub fn check_text(path: &Path, text: &str) -> Result<Policy, Vec<Problem>> {
         }
     }
     if policy.table_rules() > MAX_RULES as usize {
-        r.at(0..0, format!("the rules expand to {} table rules (presets count several); at most {MAX_RULES}", policy.table_rules()));
+        r.at(
+            0..0,
+            format!(
+                "the rules expand to {} table rules (presets count several); at most {MAX_RULES}",
+                policy.table_rules()
+            ),
+        );
     }
     if r.problems.is_empty() {
         Ok(policy)

@@ -88,10 +88,27 @@ mod tests {
     fn tcp_flags_preset_spares_real_handshakes() {
         let m = expand("tcp-flags").unwrap();
         let hit = |f| m.iter().any(|m| spec(m).matches(&tcp(f)));
-        for ok in [TCP_SYN, TCP_SYN | TCP_ACK, TCP_ACK, TCP_ACK | TCP_PSH, TCP_FIN | TCP_ACK, TCP_RST, TCP_RST | TCP_ACK, TCP_SYN | TCP_ECE | TCP_CWR] {
+        for ok in [
+            TCP_SYN,
+            TCP_SYN | TCP_ACK,
+            TCP_ACK,
+            TCP_ACK | TCP_PSH,
+            TCP_FIN | TCP_ACK,
+            TCP_RST,
+            TCP_RST | TCP_ACK,
+            TCP_SYN | TCP_ECE | TCP_CWR,
+        ] {
             assert!(!hit(ok), "{ok:#x} is a real segment");
         }
-        for bad in [0, TCP_FIN | TCP_PSH | TCP_URG, TCP_SYN | TCP_FIN, TCP_SYN | TCP_RST, TCP_FIN, TCP_PSH, TCP_FIN | TCP_RST | TCP_ACK] {
+        for bad in [
+            0,
+            TCP_FIN | TCP_PSH | TCP_URG,
+            TCP_SYN | TCP_FIN,
+            TCP_SYN | TCP_RST,
+            TCP_FIN,
+            TCP_PSH,
+            TCP_FIN | TCP_RST | TCP_ACK,
+        ] {
             assert!(hit(bad), "{bad:#x} is impossible");
         }
     }

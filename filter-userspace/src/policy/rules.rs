@@ -49,7 +49,11 @@ pub fn compile(rules: &[(RuleSpec, u32)]) -> Result<RuleTables> {
     };
     for (r, (spec, counter)) in rules.iter().enumerate() {
         let action = if spec.drop { ACTION_DROP } else { ACTION_PASS };
-        let mode = if spec.monitor { MODE_MONITOR } else { MODE_ENFORCE };
+        let mode = if spec.monitor {
+            MODE_MONITOR
+        } else {
+            MODE_ENFORCE
+        };
         t.info[r] = rule_info(action, mode, *counter);
         if spec.monitor {
             set_bit(&mut t.monitor, r);
@@ -127,11 +131,10 @@ mod tests {
             monitor: rng.random_bool(0.2),
             ..Default::default()
         };
-        for d in 0..DIMS as usize {
+        for (range, &n) in s.ranges.iter_mut().zip(&DIM_VALUES[..DIMS as usize]) {
             if rng.random_bool(0.35) {
-                let n = DIM_VALUES[d];
                 let k = rng.random_range(1..4);
-                s.ranges[d] = Some(
+                *range = Some(
                     (0..k)
                         .map(|_| {
                             // Small values are where packets live: keep ranges near them.
@@ -153,10 +156,26 @@ mod tests {
             ttl: rng.random(),
             frag: rng.random_range(0..3),
             len: rng.random_range(20..400),
-            sport: if ports { rng.random_range(0..300) } else { PORT_NONE },
-            dport: if ports { rng.random_range(0..300) } else { PORT_NONE },
-            tcp_flags: if proto == IPPROTO_TCP { rng.random_range(0..256) } else { BYTE_NONE },
-            icmp_type: if proto == IPPROTO_ICMP { rng.random_range(0..256) } else { BYTE_NONE },
+            sport: if ports {
+                rng.random_range(0..300)
+            } else {
+                PORT_NONE
+            },
+            dport: if ports {
+                rng.random_range(0..300)
+            } else {
+                PORT_NONE
+            },
+            tcp_flags: if proto == IPPROTO_TCP {
+                rng.random_range(0..256)
+            } else {
+                BYTE_NONE
+            },
+            icmp_type: if proto == IPPROTO_ICMP {
+                rng.random_range(0..256)
+            } else {
+                BYTE_NONE
+            },
             ..Packet::v4(rng.random())
         }
     }
@@ -212,8 +231,11 @@ mod tests {
         let rules: Vec<(RuleSpec, u32)> = (0..512u32)
             .map(|i| {
                 let mut s = RuleSpec::default();
-                s.ranges[DIM_DPORT as usize] =
-                    Some((0..3).map(|k| (i * 100 + k * 10, i * 100 + k * 10 + 1)).collect());
+                s.ranges[DIM_DPORT as usize] = Some(
+                    (0..3)
+                        .map(|k| (i * 100 + k * 10, i * 100 + k * 10 + 1))
+                        .collect(),
+                );
                 (s, i)
             })
             .collect();

@@ -4,7 +4,7 @@
 //! the set it names. A change:
 //!
 //! 1. stores the new generation's snapshot (`state/N+1`);
-//! 2. marks the inactive set dirty, writes new partitions into free pool nodes (nothing live
+//! 2. marks the inactive set dirty, writes new chunks into free pool nodes (nothing live
 //!    refers to them) and writes the inactive set's root tables for generation N+1;
 //! 3. flips the word in one 8-byte store: the active set, generation N+1, and the old set
 //!    marked dirty (it still describes generation N);
@@ -30,7 +30,7 @@ use tracing::debug;
 use super::maps::ListMaps;
 use super::pins::{Access, Locked, PinDir};
 use super::snapshot::Snapshot;
-use crate::lists::compile::{Extent, Partition, RootTables};
+use crate::lists::compile::{Placed, RootTables};
 use crate::policy::apply::PolicyTables;
 
 /// Everything a change writes, computed before anything is written.
@@ -38,8 +38,8 @@ use crate::policy::apply::PolicyTables;
 pub struct Plan {
     /// The next generation's snapshot.
     pub snapshot: Snapshot,
-    /// Partitions to write into pool nodes no live structure refers to.
-    pub partitions: Vec<(Extent, Partition)>,
+    /// Chunks to write into pool nodes no live structure refers to.
+    pub chunks: Vec<Placed>,
     /// Root tables of the new generation, per trie and family.
     pub roots: [[RootTables; 2]; 2],
     /// Policy-wide tables of the new generation: settings, rules, limits.
@@ -177,35 +177,36 @@ impl Session {
             active,
             state::dirty_bit(inactive),
         ));
-        // Partitions are placed one after another from the first free node: write each run
-        // of adjacent partitions through one mapping of just those nodes.
-        let parts = &plan.partitions;
+        // Chunks are mostly placed one after another from the first free node: write each
+        // run of adjacent chunks through one mapping of just those nodes.
+        let mut chunks: Vec<&Placed> = plan.chunks.iter().collect();
+        chunks.sort_unstable_by_key(|c| c.extent.first);
         let mut i = 0;
-        while i < parts.len() {
-            let first = parts[i].0.first;
-            let mut end = parts[i].0.end();
+        while i < chunks.len() {
+            let first = chunks[i].extent.first;
+            let mut end = chunks[i].extent.end();
             let mut j = i + 1;
-            while j < parts.len() && parts[j].0.first == end {
-                end = parts[j].0.end();
+            while j < chunks.len() && chunks[j].extent.first == end {
+                end = chunks[j].extent.end();
                 j += 1;
             }
             let (mut cells, mut metas) = self.maps.pool_window(first, end - first)?;
-            for (extent, part) in &parts[i..j] {
-                let at = (extent.first - first) as usize;
-                let n = part.nodes.len();
-                cells.as_mut_slice()[at..at + n].copy_from_slice(&part.nodes);
-                for (slot, m) in metas.as_mut_slice()[at..at + n]
-                    .iter_mut()
-                    .zip(part.placed(extent.first))
-                {
-                    *slot = m;
-                }
+            for chunk in &chunks[i..j] {
+                let at = (chunk.extent.first - first) as usize;
+                let n = chunk.nodes.len();
+                cells.as_mut_slice()[at..at + n].copy_from_slice(&chunk.nodes);
+                metas.as_mut_slice()[at..at + n].copy_from_slice(&chunk.meta);
             }
             i = j;
         }
         for trie in [TRIE_LISTS, TRIE_PROTECTED] {
             for family in Family::ALL {
-                self.write_roots(inactive, trie, family, &plan.roots[trie as usize][family as usize]);
+                self.write_roots(
+                    inactive,
+                    trie,
+                    family,
+                    &plan.roots[trie as usize][family as usize],
+                );
             }
         }
         self.maps.write_policy(inactive, &plan.tables);

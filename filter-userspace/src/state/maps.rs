@@ -2,8 +2,8 @@
 
 use anyhow::{Context, Result};
 use aya::maps::{Array, MapData, PerCpuArray};
-use filter_common::maps as names;
 use filter_common::limits::{LimitConf, MAX_LIMITS};
+use filter_common::maps as names;
 use filter_common::rules::{
     RuleBits, BITS_ENTRIES, CLASS_SET_WORDS, CLASS_TABLE_WORDS, DIMS, INFO_ENTRIES, MAX_CLASSES,
     MAX_RULES,
@@ -138,7 +138,10 @@ impl ListMaps {
     /// Zero the per-CPU counters of the given rule and limit slots.
     pub fn reset_counters(&self, pins: &PinDir, rules: &[u32], limits: &[u32]) -> Result<()> {
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
-        for (name, slots) in [(names::RULE_COUNTERS, rules), (names::LIMIT_COUNTERS, limits)] {
+        for (name, slots) in [
+            (names::RULE_COUNTERS, rules),
+            (names::LIMIT_COUNTERS, limits),
+        ] {
             if slots.is_empty() {
                 continue;
             }

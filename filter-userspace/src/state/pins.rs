@@ -222,8 +222,7 @@ impl PinDir {
     /// Refuse pins left by a floodgate whose maps are laid out differently: the program is
     /// pinned but a map this version needs is not.
     pub fn require_current_layout(&self) -> Result<()> {
-        if let Some(missing) = filter_common::maps::pinned_maps().find(|m| !self.map(m).exists())
-        {
+        if let Some(missing) = filter_common::maps::pinned_maps().find(|m| !self.map(m).exists()) {
             bail!(
                 "{} holds a filter pinned by another floodgate version (it has no map {missing}): run `floodgate detach --all` and attach again (this removes its lists: save them first with `floodgate block list > FILE` using that version)",
                 self.root.display()

@@ -1,5 +1,5 @@
 //! The controller's record of one generation: every list entry as the operator entered it and
-//! where each partition lives in the node pool. One snapshot per generation is kept on bpffs
+//! where each chunk of the tries lives in the node pool. One snapshot per generation is kept on bpffs
 //! (`state/<generation>`, an mmapable array the program never reads), so `list`, `status` and
 //! the next change work in a new process and always describe what the program enforces: the
 //! generation word in `STATE` names the live snapshot.
@@ -15,7 +15,7 @@ use filter_common::{ListKind, LIST_CAPACITY};
 
 use super::pins::PinDir;
 use super::raw::{create_mmapable_array, Mapped};
-use crate::lists::compile::{Extent, Item, RootTables};
+use crate::lists::compile::{Extent, Item, Region, RootTables};
 use crate::policy::Policy;
 
 /// One entry, its address aligned to the top of 128 bits (as the trie reads it).
@@ -292,7 +292,7 @@ pub struct Snapshot {
     /// Entries per origin, list and family, sorted and without duplicates.
     pub lists: [[[EntryList; 2]; 3]; 2],
     /// Partition (/16) -> its nodes, per trie and family.
-    pub partitions: [[BTreeMap<u16, Extent>; 2]; 2],
+    pub chunks: [[BTreeMap<Region, Extent>; 2]; 2],
     pub policy: AppliedPolicy,
 }
 
@@ -302,20 +302,22 @@ impl Default for Snapshot {
         Snapshot {
             generation: 0,
             lists: [lists(), lists()],
-            partitions: Default::default(),
+            chunks: Default::default(),
             policy: AppliedPolicy::default(),
         }
     }
 }
 
 const MAGIC: u64 = u64::from_be_bytes(*b"FGSNAP01");
-const FORMAT: u64 = 2;
+const FORMAT: u64 = 3;
 const HEADER_WORDS: usize = 32;
 /// Header words: 0 magic, 1 format, 2 generation, 4..16 entry counts (origin, kind, family),
-/// 16..20 partition counts (trie, family), 20 policy bytes.
+/// 16..20 chunk counts (trie, family), 20 policy bytes.
 const COUNTS_AT: usize = 4;
 const PARTS_AT: usize = 16;
 const POLICY_AT: usize = 20;
+/// Words per chunk: region start (2), region depth, first node << 32 | nodes.
+const CHUNK_WORDS: usize = 4;
 
 fn words_per_entry(family: Family) -> usize {
     match family {
@@ -388,14 +390,23 @@ impl Snapshot {
     pub fn root_tables(&self, trie: u32, family: Family) -> RootTables {
         RootTables::of(
             &self.short_items(trie, family),
-            &self.partitions[trie as usize][family as usize],
+            &self.partition_roots(trie, family),
         )
     }
 
-    /// Refuse partitions that reach beyond a pool of `pool_nodes` or overlap.
+    /// The first node of each partition (/16) of a trie and family.
+    pub fn partition_roots(&self, trie: u32, family: Family) -> BTreeMap<u16, u32> {
+        self.chunks[trie as usize][family as usize]
+            .iter()
+            .filter(|(r, _)| u32::from(r.depth) == filter_common::trie::ROOT_BITS)
+            .map(|(r, e)| (r.p16(), e.first))
+            .collect()
+    }
+
+    /// Refuse chunks that reach beyond a pool of `pool_nodes` or overlap.
     pub fn check_pool(&self, pool_nodes: u32) -> Result<()> {
         let mut extents: Vec<Extent> = self
-            .partitions
+            .chunks
             .iter()
             .flatten()
             .flat_map(|p| p.values().copied())
@@ -404,14 +415,14 @@ impl Snapshot {
         if extents.last().is_some_and(|e| e.end() > pool_nodes)
             || extents.windows(2).any(|w| w[0].end() > w[1].first)
         {
-            bail!("the snapshot's partitions do not fit the list pool: the pin directory was changed by hand; run `floodgate detach --all` and attach again");
+            bail!("the snapshot's chunks do not fit the list pool: the pin directory was changed by hand; run `floodgate detach --all` and attach again");
         }
         Ok(())
     }
 
-    /// Nodes the partitions occupy.
+    /// Nodes the chunks occupy.
     pub fn pool_in_use(&self) -> u64 {
-        self.partitions
+        self.chunks
             .iter()
             .flatten()
             .flat_map(|p| p.values())
@@ -433,12 +444,13 @@ impl Snapshot {
                 .flatten()
                 .map(|l| l.words.len())
                 .sum::<usize>()
-            + 2 * self
-                .partitions
-                .iter()
-                .flatten()
-                .map(BTreeMap::len)
-                .sum::<usize>()
+            + CHUNK_WORDS
+                * self
+                    .chunks
+                    .iter()
+                    .flatten()
+                    .map(BTreeMap::len)
+                    .sum::<usize>()
             + policy.len().div_ceil(8)
     }
 
@@ -460,7 +472,7 @@ impl Snapshot {
         for (i, l) in self.lists.iter().flatten().flatten().enumerate() {
             header[COUNTS_AT + i] = l.len() as u64;
         }
-        for (i, p) in self.partitions.iter().flatten().enumerate() {
+        for (i, p) in self.chunks.iter().flatten().enumerate() {
             header[PARTS_AT + i] = p.len() as u64;
         }
         header[POLICY_AT] = policy.len() as u64;
@@ -469,11 +481,13 @@ impl Snapshot {
             dst.copy_from_slice(l.words());
             rest = tail;
         }
-        for parts in self.partitions.iter().flatten() {
-            for (&p16, extent) in parts {
-                let (dst, tail) = rest.split_at_mut(2);
-                dst[0] = u64::from(p16);
-                dst[1] = u64::from(extent.first) << 32 | u64::from(extent.count);
+        for chunks in self.chunks.iter().flatten() {
+            for (region, extent) in chunks {
+                let (dst, tail) = rest.split_at_mut(CHUNK_WORDS);
+                dst[0] = (region.start >> 64) as u64;
+                dst[1] = region.start as u64;
+                dst[2] = u64::from(region.depth);
+                dst[3] = u64::from(extent.first) << 32 | u64::from(extent.count);
                 rest = tail;
             }
         }
@@ -506,7 +520,9 @@ impl Snapshot {
         if words[COUNTS_AT..PARTS_AT]
             .iter()
             .any(|&n| n > u64::from(LIST_CAPACITY))
-            || words[PARTS_AT..POLICY_AT].iter().any(|&n| n > 1 << 16)
+            || words[PARTS_AT..POLICY_AT]
+                .iter()
+                .any(|&n| n > u64::from(u32::MAX))
             || words[POLICY_AT] > 16 << 20
         {
             bail!("snapshot is corrupt: counts beyond any list");
@@ -541,21 +557,27 @@ impl Snapshot {
             for family in Family::ALL {
                 let n = words[i];
                 i += 1;
-                let range = take(n, 2)?;
-                for pair in words[range].chunks_exact(2) {
-                    let extent = Extent {
-                        first: (pair[1] >> 32) as u32,
-                        count: pair[1] as u32,
+                let range = take(n, CHUNK_WORDS as u64)?;
+                for w in words[range].chunks_exact(CHUNK_WORDS) {
+                    let region = Region {
+                        start: u128::from(w[0]) << 64 | u128::from(w[1]),
+                        depth: w[2] as u8,
                     };
-                    if pair[0] > 0xffff
+                    let extent = Extent {
+                        first: (w[3] >> 32) as u32,
+                        count: w[3] as u32,
+                    };
+                    if w[2] < u64::from(filter_common::trie::ROOT_BITS)
+                        || w[2] >= u64::from(family.bits())
+                        || region.start != crate::lists::compile::masked(region.start, w[2] as u32)
                         || extent.first == 0
                         || extent.count == 0
                         || extent.first.checked_add(extent.count).is_none()
-                        || s.partitions[trie][family as usize]
-                            .insert(pair[0] as u16, extent)
+                        || s.chunks[trie][family as usize]
+                            .insert(region, extent)
                             .is_some()
                     {
-                        bail!("snapshot is corrupt: a bad partition extent");
+                        bail!("snapshot is corrupt: a bad chunk extent");
                     }
                 }
             }
@@ -604,10 +626,8 @@ impl Snapshot {
             Mapped::<u64>::new(&map, false)
                 .with_context(|| format!("cannot map {}", path.display()))?,
         );
-        let s = Snapshot::decode_with(mapped.as_slice(), |r| {
-            Words::Mapped(Arc::clone(&mapped), r)
-        })
-        .with_context(|| format!("reading {}", path.display()))?;
+        let s = Snapshot::decode_with(mapped.as_slice(), |r| Words::Mapped(Arc::clone(&mapped), r))
+            .with_context(|| format!("reading {}", path.display()))?;
         if s.generation != generation {
             bail!(
                 "{} holds generation {}, not {generation}: run `floodgate detach --all` and attach again",
@@ -651,13 +671,20 @@ mod tests {
             preset: Some("tcp-flags".into()),
             matches: crate::policy::presets::expand("tcp-flags").unwrap(),
         });
-        s.partitions[0][0].insert(0x0a00, Extent { first: 1, count: 3 });
-        s.partitions[1][1].insert(
-            0x2001,
+        s.chunks[0][0].insert(Region::partition(0x0a00), Extent { first: 1, count: 3 });
+        s.chunks[1][1].insert(
+            Region::partition(0x2001),
             Extent {
                 first: 4,
                 count: u32::MAX >> 1,
             },
+        );
+        s.chunks[0][1].insert(
+            Region {
+                start: 0x2001_0db8_0000_0000_0000_0000_0000_0000,
+                depth: 32,
+            },
+            Extent { first: 2, count: 1 },
         );
         assert_eq!(Snapshot::decode(&s.encode()).unwrap(), s);
     }
@@ -711,7 +738,7 @@ mod tests {
                 .iter()
                 .map(|t| Entry::of(filter_common::cidr::parse_entry(t).unwrap())),
         );
-        s.partitions[0][0].insert(0x0a01, Extent { first: 1, count: 2 });
+        s.chunks[0][0].insert(Region::partition(0x0a01), Extent { first: 1, count: 2 });
         let good = s.encode();
         assert!(Snapshot::decode(&good).is_ok());
         // Every single-word corruption: refused or decoded, never a panic.
@@ -735,6 +762,13 @@ mod tests {
         let mut w = good.clone();
         w.swap(HEADER_WORDS, HEADER_WORDS + 1);
         assert!(Snapshot::decode(&w).is_err(), "unsorted");
+        // A chunk region with host bits, or deeper than the family: refused.
+        let chunk = HEADER_WORDS + 2;
+        for (at, bad) in [(1, 1), (2, 32), (2, 8)] {
+            let mut w = good.clone();
+            w[chunk + at] = bad;
+            assert!(Snapshot::decode(&w).is_err(), "chunk word {at} = {bad}");
+        }
     }
 
     #[test]
