@@ -1,6 +1,8 @@
 //! Differential test: random frames through the real XDP program (BPF_PROG_TEST_RUN) and
-//! through the reference model in filter-common, with random overlapping allow and block lists
-//! and both malformed policies; every verdict and reason must agree.
+//! through the reference model in filter-common, with random overlapping allow and block lists,
+//! both malformed policies and random L4 rule sets (every match kind, presets, pass and drop,
+//! monitor mode, a monitored blocklist) applied as policy files; every verdict and reason must
+//! agree.
 //!
 //! FLOODGATE_DIFF_FRAMES (default 1,000,000) and FLOODGATE_DIFF_SEED (default: from the
 //! clock, printed) control the run; a failure prints the seed, the frame as hex and the lists.
@@ -16,7 +18,7 @@ use floodgate::lists::entries::Prefix;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use test_support::{
-    gen, require_root, set_list, set_malformed_policy, Harness, XDP_DROP, XDP_PASS,
+    gen, require_root, set_list, set_malformed_policy, Harness, TempFile, XDP_DROP, XDP_PASS,
 };
 
 const EPOCHS_PER_THREAD: usize = 20;
@@ -64,23 +66,135 @@ fn source(rng: &mut StdRng, listed: &[Prefix], v6: bool) -> (Ipv4Addr, Ipv6Addr)
     (Ipv4Addr::from(v4), Ipv6Addr::from(a6))
 }
 
+/// Ports rules are written with (and their neighbours): frames hit them often.
+const PORTS: [u16; 12] = [0, 19, 53, 80, 123, 443, 1023, 1024, 11211, 40000, 65534, 65535];
+
+fn port(rng: &mut StdRng) -> u16 {
+    match rng.random_range(0..4) {
+        0 => rng.random(),
+        1 => PORTS[rng.random_range(0..PORTS.len())].wrapping_add(1),
+        _ => PORTS[rng.random_range(0..PORTS.len())],
+    }
+}
+
 fn l4(rng: &mut StdRng, v6: bool) -> (u8, Vec<u8>) {
     let data_len = match rng.random_range(0..10) {
         0 => 0,
         1 => rng.random_range(1000..2900), // jumbo-ish: test runs take up to a page
+        2 => rng.random_range(400..600),   // around the reflection preset's DNS size
         _ => rng.random_range(0..64),
     };
     let data: Vec<u8> = (0..data_len).map(|_| rng.random()).collect();
     match rng.random_range(0..5) {
-        0 => (IPPROTO_TCP, tcp_syn(rng.random(), rng.random(), &data)),
-        1 => (IPPROTO_UDP, udp(rng.random(), rng.random(), &data)),
-        2 => (
-            if v6 { IPPROTO_ICMPV6 } else { IPPROTO_ICMP },
-            icmp_echo(v6, &data),
-        ),
+        0 => {
+            let mut t = tcp_syn(port(rng), port(rng), &data);
+            if rng.random_bool(0.6) {
+                t[13] = rng.random();
+            }
+            (IPPROTO_TCP, t)
+        }
+        1 => (IPPROTO_UDP, udp(port(rng), port(rng), &data)),
+        2 => {
+            let mut i = icmp_echo(v6, &data);
+            if rng.random_bool(0.5) {
+                i[0] = [0, 3, 8, 11, 128, 129, 135][rng.random_range(0..7)];
+            }
+            (if v6 { IPPROTO_ICMPV6 } else { IPPROTO_ICMP }, i)
+        }
         3 => (rng.random(), data),
-        _ => (IPPROTO_UDP, udp(rng.random(), rng.random(), &[])),
+        _ => (IPPROTO_UDP, udp(port(rng), port(rng), &[])),
     }
+}
+
+/// A number or an "a-b" range around `values`, as TOML.
+fn toml_range(rng: &mut StdRng, values: &[u32], max: u32) -> String {
+    let a = values[rng.random_range(0..values.len())].min(max);
+    if rng.random_bool(0.5) {
+        a.to_string()
+    } else {
+        let b = (a + rng.random_range(0..2000)).min(max);
+        format!("\"{a}-{b}\"")
+    }
+}
+
+/// A random policy file of L4 rules (and sometimes a monitored blocklist).
+fn random_rules(rng: &mut StdRng) -> String {
+    const FLAGS: [&str; 8] = ["FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR"];
+    let ports: Vec<u32> = PORTS.iter().map(|&p| u32::from(p)).collect();
+    let mut out = String::new();
+    if rng.random_bool(0.2) {
+        out.push_str("[lists]\nmode = \"monitor\"\n\n");
+    }
+    let n = if rng.random_bool(0.1) {
+        rng.random_range(100..250)
+    } else {
+        rng.random_range(1..30)
+    };
+    for i in 0..n {
+        out.push_str(&format!("[[rule]]\nname = \"r{i}\"\n"));
+        if rng.random_bool(0.3) {
+            out.push_str("action = \"pass\"\n");
+        }
+        if rng.random_bool(0.3) {
+            out.push_str("mode = \"monitor\"\n");
+        }
+        if rng.random_bool(0.08) {
+            let preset = ["reflection", "tcp-flags"][rng.random_range(0..2)];
+            out.push_str(&format!("preset = \"{preset}\"\n\n"));
+            continue;
+        }
+        let proto = ["tcp", "udp", "icmp", "icmpv6", "any"][rng.random_range(0..5)];
+        out.push_str(&format!("protocol = \"{proto}\"\n"));
+        // A drop rule matching every packet is refused: "any" gets a port at least.
+        let mut any_match = proto != "any";
+        if matches!(proto, "tcp" | "udp" | "any") {
+            for key in ["dst_ports", "src_ports"] {
+                if rng.random_bool(0.5) {
+                    let list: Vec<String> = (0..rng.random_range(1..4))
+                        .map(|_| toml_range(rng, &ports, 65535))
+                        .collect();
+                    out.push_str(&format!("{key} = [{}]\n", list.join(", ")));
+                    any_match = true;
+                }
+            }
+        }
+        if proto == "tcp" && rng.random_bool(0.4) {
+            let mut parts = Vec::new();
+            let mut used = 0u32;
+            for _ in 0..rng.random_range(1..4) {
+                let f = rng.random_range(0..8);
+                if used & (1 << f) == 0 {
+                    used |= 1 << f;
+                    let neg = if rng.random_bool(0.4) { "!" } else { "" };
+                    parts.push(format!("{neg}{}", FLAGS[f]));
+                }
+            }
+            out.push_str(&format!("tcp_flags = \"{}\"\n", parts.join(",")));
+        }
+        if matches!(proto, "icmp" | "icmpv6") && rng.random_bool(0.5) {
+            let t = [0, 3, 8, 11, 128, 129, 135][rng.random_range(0..7)];
+            out.push_str(&format!("icmp_type = {t}\n"));
+        }
+        if rng.random_bool(0.2) {
+            out.push_str(&format!(
+                "length = {}\n",
+                toml_range(rng, &[0, 28, 60, 100, 512, 1200], 65535)
+            ));
+        }
+        if rng.random_bool(0.15) {
+            out.push_str(&format!("ttl = {}\n", toml_range(rng, &[0, 1, 63, 64, 65, 255], 255)));
+        }
+        if rng.random_bool(0.1) {
+            let f = ["any", "first", "later", "none"][rng.random_range(0..4)];
+            out.push_str(&format!("fragments = \"{f}\"\n"));
+            any_match = true;
+        }
+        if !any_match {
+            out.push_str("dst_ports = 53\n");
+        }
+        out.push('\n');
+    }
+    out
 }
 
 fn well_formed(rng: &mut StdRng, listed: &[Prefix]) -> Vec<u8> {
@@ -213,13 +327,32 @@ fn run_thread(seed: u64, frames: usize) -> usize {
         for (kind, entries) in [(ListKind::Allow, &allow), (ListKind::Block, &block)] {
             set_list(h.pins(), kind, entries).unwrap();
         }
-        set_malformed_policy(h.pins(), policy).unwrap();
-        let model = ReferenceFilter {
+        let mut model = ReferenceFilter {
             allow: allow.iter().map(|p| p.to_ipnet()).collect(),
             block: block.iter().map(|p| p.to_ipnet()).collect(),
             malformed_policy: policy,
             ..Default::default()
         };
+        let mut rules_text = String::new();
+        if rng.random_bool(0.7) {
+            rules_text = random_rules(&mut rng);
+            let file = TempFile::new("diff-policy-", rules_text.as_bytes()).unwrap();
+            // A rule set that would not compile into the tables is refused whole: try another.
+            match floodgate::policy::load(&file.path) {
+                Ok(p) => {
+                    floodgate::policy::apply::apply(h.pins(), &file.path, false, true)
+                        .unwrap_or_else(|e| panic!("apply: {e:#}\n{rules_text}"));
+                    model.rules = p.rules.iter().flat_map(|r| r.specs()).collect();
+                    model.block_monitor = p.block_monitor;
+                }
+                Err(e) => panic!("generated policy refused: {e:#}\n{rules_text}"),
+            }
+        } else {
+            let file = TempFile::new("diff-policy-", b"").unwrap();
+            floodgate::policy::apply::apply(h.pins(), &file.path, false, true).unwrap();
+        }
+        // After the policy: a policy sets the malformed policy too.
+        set_malformed_policy(h.pins(), policy).unwrap();
         let listed: Vec<Prefix> = allow.iter().chain(&block).copied().collect();
         for i in 0..per_epoch {
             let mut frame = well_formed(&mut rng, &listed);
@@ -238,7 +371,7 @@ fn run_thread(seed: u64, frames: usize) -> usize {
                 panic!(
                     "MISMATCH seed {seed} epoch {epoch} frame {i}: kernel {got:?} (action {action}) vs model {want:?}\n\
                      reproduce: FLOODGATE_DIFF_SEED={seed} FLOODGATE_DIFF_THREADS=1 FLOODGATE_DIFF_FRAMES={frames} cargo test --release --test differential\n\
-                     frame {}\npolicy {policy:?}\nallow {:?}\nblock {:?}",
+                     frame {}\npolicy {policy:?}\nallow {:?}\nblock {:?}\nrules:\n{rules_text}",
                     hex(&frame),
                     allow.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
                     block.iter().map(|p| p.to_string()).collect::<Vec<_>>()

@@ -744,3 +744,155 @@ pub fn attach_mode(name: &str) -> Mode {
         _ => Mode::Auto,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../../examples/floodgate.toml");
+
+    fn check(text: &str) -> Result<Policy, Vec<Problem>> {
+        check_text(Path::new("p.toml"), text)
+    }
+
+    /// The problems of `text`, as `LINE:COL: message`.
+    fn problems(text: &str) -> Vec<String> {
+        check(text)
+            .expect_err("invalid")
+            .into_iter()
+            .map(|p| format!("{}:{}: {}", p.line, p.column, p.message))
+            .collect()
+    }
+
+    #[test]
+    fn the_example_is_valid() {
+        let p = check_text(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/floodgate.toml"),
+            EXAMPLE,
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(p.limits.len(), 2);
+        assert_eq!(p.rules.len(), 7);
+        assert_eq!(p.lists.protected.len(), 1);
+    }
+
+    #[test]
+    fn the_example_documents_every_key() {
+        for key in [
+            "malformed", "[interfaces]", "names", "mode", "[lists]", "block", "allow",
+            "block_files", "allow_files", "protected", "[[limit]]", "name", "class", "per",
+            "pps", "bps", "burst", "prefix_v4", "prefix_v6", "ban_seconds",
+            "known_sources_first", "[[rule]]", "action", "protocol", "dst_ports",
+            "src_ports", "tcp_flags", "preset", "length", "ttl", "icmp_type", "fragments",
+        ] {
+            let assigned = format!("\n{key} =");
+            assert!(
+                EXAMPLE.contains(&assigned) || EXAMPLE.contains(&format!("\n{key}\n")),
+                "examples/floodgate.toml does not show {key}"
+            );
+        }
+    }
+
+    #[test]
+    fn problems_name_line_and_column() {
+        let text = "[[limit]]\nname = \"a\"\nclass = \"tcp-ack\"\nper = \"source\"\npps = 10\n";
+        let got = problems(text);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].starts_with("3:9: "), "{got:?}");
+        assert!(got[0].contains("tcp-ack"), "{got:?}");
+        assert!(got[0].contains("tcp-syn"), "names what is expected: {got:?}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let text = "[lists]\nblock = [\"10.0.0.0/33\", \"x\"]\n\n[[rule]]\nname = \"r\"\nprotocol = \"udp\"\ndst_ports = \"70000\"\n";
+        let got = problems(text);
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(got[0].starts_with("2:10: "), "{got:?}");
+        assert!(got[2].starts_with("7:13: ") && got[2].contains("70000"), "{got:?}");
+    }
+
+    #[test]
+    fn unknown_keys_point_to_the_example() {
+        let got = problems("[[rule]]\nname = \"r\"\nprotocl = \"udp\"\n");
+        assert!(got[0].starts_with("3:1: ") && got[0].contains("examples/floodgate.toml"));
+    }
+
+    #[test]
+    fn names_must_be_unique() {
+        let rule = "[[rule]]\nname = \"r\"\nprotocol = \"udp\"\n";
+        let got = problems(&format!("{rule}{rule}"));
+        assert_eq!(got.len(), 1);
+        assert!(got[0].starts_with("5:8: "), "{got:?}");
+    }
+
+    #[test]
+    fn rates_take_suffixes() {
+        let limit = |bps: &str| {
+            format!("[[limit]]\nname = \"l\"\nclass = \"udp\"\nper = \"global\"\nbps = {bps}\n")
+        };
+        assert_eq!(check(&limit("\"10M\"")).unwrap().limits[0].bps, Some(10_000_000));
+        assert_eq!(check(&limit("\"1.5k\"")).unwrap().limits[0].bps, Some(1500));
+        assert_eq!(check(&limit("800")).unwrap().limits[0].bps, Some(800));
+        assert!(problems(&limit("\"10X\""))[0].contains("\"10M\""));
+        assert!(problems(&limit("0"))[0].starts_with("5:7: "));
+    }
+
+    #[test]
+    fn a_global_limit_bans_nobody() {
+        let got = problems(
+            "[[limit]]\nname = \"l\"\nclass = \"udp\"\nper = \"global\"\npps = 5\nban_seconds = 10\n",
+        );
+        assert!(got[0].starts_with("6:15: ") && got[0].contains("no source to ban"));
+    }
+
+    #[test]
+    fn a_limit_needs_a_rate() {
+        let got = problems("[[limit]]\nname = \"l\"\nclass = \"udp\"\nper = \"source\"\n");
+        assert!(got[0].contains("needs pps, bps or both"), "{got:?}");
+    }
+
+    #[test]
+    fn matches_must_fit_the_protocol() {
+        let got = problems("[[rule]]\nname = \"r\"\nprotocol = \"udp\"\ntcp_flags = \"SYN\"\n");
+        assert!(got[0].contains("tcp_flags needs protocol = \"tcp\""), "{got:?}");
+        let got = problems("[[rule]]\nname = \"r\"\nprotocol = \"icmp\"\ndst_ports = 53\n");
+        assert!(got[0].contains("dst_ports needs protocol"), "{got:?}");
+        let got = problems("[[rule]]\nname = \"r\"\nprotocol = \"tcp\"\ntcp_flags = \"SYN,!SYN\"\n");
+        assert!(got[0].contains("both required and refused"), "{got:?}");
+    }
+
+    #[test]
+    fn a_rule_that_drops_everything_is_refused() {
+        let got = problems("[[rule]]\nname = \"all\"\naction = \"drop\"\n");
+        assert!(got[0].contains("matches every packet"), "{got:?}");
+    }
+
+    #[test]
+    fn a_preset_takes_no_other_match() {
+        let got = problems("[[rule]]\nname = \"r\"\npreset = \"reflection\"\ndst_ports = 53\n");
+        assert!(got[0].contains("takes only name, action and mode"), "{got:?}");
+        let got = problems("[[rule]]\nname = \"r\"\npreset = \"amplification\"\n");
+        assert!(got[0].contains("\"reflection\" or \"tcp-flags\""), "{got:?}");
+    }
+
+    #[test]
+    fn a_missing_list_file_is_named() {
+        let got = problems("[lists]\nblock_files = [\"/nonexistent/list.txt\"]\n");
+        assert!(got[0].starts_with("2:16: ") && got[0].contains("/nonexistent/list.txt"), "{got:?}");
+    }
+
+    #[test]
+    fn syntax_errors_have_a_place() {
+        let got = problems("[[rule]\nname = 1\n");
+        assert!(got[0].starts_with("1:"), "{got:?}");
+    }
+
+    #[test]
+    fn modes_default_to_enforce() {
+        let p = check("[[rule]]\nname = \"r\"\nprotocol = \"udp\"\ndst_ports = 9\n").unwrap();
+        assert_eq!(p.rules[0].mode, RuleMode::Enforce);
+        let got = problems("[[rule]]\nname = \"r\"\nprotocol = \"udp\"\nmode = \"dry\"\n");
+        assert!(got[0].contains("\"monitor\""), "{got:?}");
+    }
+}

@@ -1,0 +1,309 @@
+//! Verdicts of the real XDP program under policy files, through BPF_PROG_TEST_RUN: every rule
+//! match kind, both presets, monitor mode, bans and list precedence. The reference model
+//! (built from the same checked policy) must agree on every frame.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use filter_common::frames::{ethernet, icmp_echo, ipv4, ipv6, tcp_syn, udp, Ext};
+use filter_common::model::ReferenceFilter;
+use filter_common::parse::*;
+use filter_common::Reason;
+use test_support::{require_root, Harness, TempFile, XDP_DROP, XDP_PASS};
+
+struct Fixture {
+    h: Harness,
+    model: ReferenceFilter,
+}
+
+impl Fixture {
+    /// The program with `policy` applied (lockout guard off: tests have no SSH session).
+    fn new(policy: &str) -> Self {
+        require_root();
+        let h = Harness::new().expect("load program");
+        let file = TempFile::new("policy-", policy.as_bytes()).unwrap();
+        floodgate::policy::apply::apply(h.pins(), &file.path, false, true).expect("apply");
+        let p = floodgate::policy::load(&file.path).unwrap();
+        let model = ReferenceFilter {
+            allow: p.lists.allow.iter().map(|x| x.to_ipnet()).collect(),
+            block: p.lists.block.iter().map(|x| x.to_ipnet()).collect(),
+            block_monitor: p.block_monitor,
+            rules: p.rules.iter().flat_map(|r| r.specs()).collect(),
+            malformed_policy: p.malformed_policy(),
+            ..Default::default()
+        };
+        Fixture { h, model }
+    }
+
+    /// Kernel and model agree on `frame`, and it is `want`.
+    fn expect(&self, frame: &[u8], want: Reason) {
+        let (action, got) = self.h.verdict(frame).unwrap();
+        let model = self.model.verdict(frame);
+        assert_eq!(got, model, "kernel vs model, frame {}", hex(frame));
+        assert_eq!(got, want, "frame {}", hex(frame));
+        let expected = if got.is_drop() { XDP_DROP } else { XDP_PASS };
+        assert_eq!(action, expected, "action of {got:?}");
+    }
+}
+
+impl Fixture {
+    /// The kernel's reason alone (limits and bans depend on time: the model has no clock here).
+    fn kernel(&self, frame: &[u8]) -> Reason {
+        self.h.verdict(frame).unwrap().1
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+const SRC: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+const DST: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 254);
+
+fn src6() -> Ipv6Addr {
+    "2001:db8::1".parse().unwrap()
+}
+
+fn v4(proto: u8, l4: &[u8]) -> Vec<u8> {
+    ethernet(ETH_P_IPV4, &[], &ipv4(SRC, DST, proto, &[], 0, l4))
+}
+
+fn v6(proto: u8, l4: &[u8]) -> Vec<u8> {
+    ethernet(
+        ETH_P_IPV6,
+        &[],
+        &ipv6(src6(), "2001:db8::fe".parse().unwrap(), proto, &[], l4),
+    )
+}
+
+fn udp4(sport: u16, dport: u16, payload: usize) -> Vec<u8> {
+    v4(IPPROTO_UDP, &udp(sport, dport, &vec![0u8; payload]))
+}
+
+/// A TCP segment with exactly `flags`.
+fn tcp4(dport: u16, flags: u8) -> Vec<u8> {
+    let mut t = tcp_syn(40000, dport, &[]);
+    t[13] = flags;
+    v4(IPPROTO_TCP, &t)
+}
+
+/// `frame` with the IPv4 TTL set (the parser does not check the header checksum).
+fn with_ttl(mut frame: Vec<u8>, ttl: u8) -> Vec<u8> {
+    frame[14 + 8] = ttl;
+    frame
+}
+
+const FIN: u8 = 0x01;
+const SYN: u8 = 0x02;
+const RST: u8 = 0x04;
+const PSH: u8 = 0x08;
+const ACK: u8 = 0x10;
+const URG: u8 = 0x20;
+
+#[test]
+fn a_rule_matches_its_protocol_and_destination_port() {
+    let f = Fixture::new("[[rule]]\nname = \"dns\"\nprotocol = \"udp\"\ndst_ports = 53\n");
+    f.expect(&udp4(40000, 53, 10), Reason::DroppedRule);
+    f.expect(&udp4(40000, 54, 10), Reason::Passed);
+    f.expect(&tcp4(53, SYN), Reason::Passed);
+    f.expect(&v6(IPPROTO_UDP, &udp(40000, 53, &[0; 10])), Reason::DroppedRule);
+}
+
+#[test]
+fn port_ranges_and_lists_match_at_their_edges() {
+    let f = Fixture::new(
+        "[[rule]]\nname = \"r\"\nprotocol = \"tcp\"\ndst_ports = [22, \"1000-2000\"]\n",
+    );
+    for (port, want) in [
+        (21, Reason::Passed),
+        (22, Reason::DroppedRule),
+        (23, Reason::Passed),
+        (999, Reason::Passed),
+        (1000, Reason::DroppedRule),
+        (2000, Reason::DroppedRule),
+        (2001, Reason::Passed),
+    ] {
+        f.expect(&tcp4(port, SYN), want);
+    }
+}
+
+#[test]
+fn source_ports_match() {
+    let f = Fixture::new("[[rule]]\nname = \"r\"\nprotocol = \"udp\"\nsrc_ports = \"0-1023\"\n");
+    f.expect(&udp4(123, 40000, 10), Reason::DroppedRule);
+    f.expect(&udp4(1024, 40000, 10), Reason::Passed);
+}
+
+#[test]
+fn tcp_flags_match_required_and_refused_bits() {
+    let f = Fixture::new("[[rule]]\nname = \"syn\"\nprotocol = \"tcp\"\ntcp_flags = \"SYN,!ACK\"\n");
+    f.expect(&tcp4(80, SYN), Reason::DroppedRule);
+    f.expect(&tcp4(80, SYN | ECE_CWR), Reason::DroppedRule);
+    f.expect(&tcp4(80, SYN | ACK), Reason::Passed);
+    f.expect(&tcp4(80, ACK), Reason::Passed);
+}
+
+const ECE_CWR: u8 = 0xc0;
+
+#[test]
+fn length_and_ttl_ranges_match() {
+    let f = Fixture::new(
+        "[[rule]]\nname = \"big\"\nprotocol = \"udp\"\nlength = \"1000-65535\"\n\n[[rule]]\nname = \"low-ttl\"\nprotocol = \"any\"\nttl = \"0-5\"\n",
+    );
+    // IP length = 20 + 8 + payload.
+    f.expect(&udp4(1, 2, 971), Reason::Passed);
+    f.expect(&udp4(1, 2, 972), Reason::DroppedRule);
+    f.expect(&with_ttl(udp4(1, 2, 10), 5), Reason::DroppedRule);
+    f.expect(&with_ttl(udp4(1, 2, 10), 6), Reason::Passed);
+}
+
+#[test]
+fn icmp_types_match_per_family() {
+    let f = Fixture::new(
+        "[[rule]]\nname = \"ping\"\nprotocol = \"icmp\"\nicmp_type = 8\n\n[[rule]]\nname = \"ping6\"\nprotocol = \"icmpv6\"\nicmp_type = 128\n",
+    );
+    f.expect(&v4(IPPROTO_ICMP, &icmp_echo(false, &[0; 8])), Reason::DroppedRule);
+    f.expect(&v6(IPPROTO_ICMPV6, &icmp_echo(true, &[0; 8])), Reason::DroppedRule);
+    let mut reply = icmp_echo(false, &[0; 8]);
+    reply[0] = 0;
+    f.expect(&v4(IPPROTO_ICMP, &reply), Reason::Passed);
+}
+
+#[test]
+fn fragments_match_first_and_later() {
+    let f = Fixture::new("[[rule]]\nname = \"frag\"\nprotocol = \"any\"\nfragments = \"later\"\n");
+    let later = ethernet(ETH_P_IPV4, &[], &ipv4(SRC, DST, IPPROTO_UDP, &[], 100, &[0; 40]));
+    f.expect(&later, Reason::DroppedRule);
+    f.expect(&udp4(1, 2, 10), Reason::Passed);
+    let mut fragment = Ext::new(IPPROTO_FRAGMENT);
+    fragment.frag_offset = 10;
+    let later6 = ethernet(
+        ETH_P_IPV6,
+        &[],
+        &ipv6(src6(), "2001:db8::fe".parse().unwrap(), IPPROTO_UDP, &[fragment], &[0; 40]),
+    );
+    f.expect(&later6, Reason::DroppedRule);
+}
+
+#[test]
+fn a_pass_rule_ends_judgement_before_later_drops() {
+    let f = Fixture::new(
+        "[[rule]]\nname = \"ok\"\naction = \"pass\"\nprotocol = \"udp\"\nsrc_ports = 4242\n\n[[rule]]\nname = \"all-udp\"\nprotocol = \"udp\"\n",
+    );
+    f.expect(&udp4(4242, 9, 10), Reason::PassedRule);
+    f.expect(&udp4(4243, 9, 10), Reason::DroppedRule);
+}
+
+#[test]
+fn the_reflection_preset_drops_amplifier_sources() {
+    let f = Fixture::new("[[rule]]\nname = \"refl\"\npreset = \"reflection\"\n");
+    for port in [17, 19, 111, 137, 161, 389, 520, 1434, 1900, 3283, 3702, 5353, 10001, 11211] {
+        f.expect(&udp4(port, 40000, 10), Reason::DroppedRule);
+    }
+    // DNS and NTP: replies of normal size pass, amplification-sized ones do not.
+    f.expect(&udp4(53, 40000, 100), Reason::Passed);
+    f.expect(&udp4(53, 40000, 484), Reason::DroppedRule);
+    f.expect(&udp4(123, 40000, 48), Reason::Passed);
+    f.expect(&udp4(123, 40000, 440), Reason::DroppedRule);
+    // Not UDP, or not from those ports: untouched.
+    f.expect(&tcp4(19, SYN), Reason::Passed);
+    f.expect(&udp4(40000, 11211, 10), Reason::Passed);
+}
+
+#[test]
+fn the_tcp_flags_preset_drops_impossible_combinations() {
+    let f = Fixture::new("[[rule]]\nname = \"flags\"\npreset = \"tcp-flags\"\n");
+    for bad in [0, FIN | PSH | URG, SYN | FIN, SYN | RST, FIN | RST, FIN, PSH, URG] {
+        f.expect(&tcp4(80, bad), Reason::DroppedRule);
+    }
+    for good in [SYN, SYN | ACK, ACK, ACK | PSH, FIN | ACK, RST, RST | ACK] {
+        f.expect(&tcp4(80, good), Reason::Passed);
+    }
+}
+
+#[test]
+fn a_monitored_rule_counts_and_passes() {
+    let f = Fixture::new(
+        "[[rule]]\nname = \"try\"\nprotocol = \"udp\"\ndst_ports = 53\nmode = \"monitor\"\n",
+    );
+    f.expect(&udp4(40000, 53, 10), Reason::Monitored);
+    f.expect(&udp4(40000, 54, 10), Reason::Passed);
+}
+
+#[test]
+fn a_monitored_rule_is_looked_past_to_an_enforcing_one() {
+    let f = Fixture::new(
+        "[[rule]]\nname = \"try\"\nprotocol = \"udp\"\nmode = \"monitor\"\n\n[[rule]]\nname = \"dns\"\nprotocol = \"udp\"\ndst_ports = 53\n",
+    );
+    f.expect(&udp4(40000, 53, 10), Reason::DroppedRule);
+    f.expect(&udp4(40000, 54, 10), Reason::Monitored);
+}
+
+#[test]
+fn a_monitored_blocklist_passes_its_hits_as_monitored() {
+    let f = Fixture::new("[lists]\nblock = [\"192.0.2.0/24\"]\nmode = \"monitor\"\n");
+    f.expect(&udp4(1, 2, 10), Reason::Monitored);
+}
+
+#[test]
+fn the_blocklist_is_judged_before_rules_and_the_allowlist_before_both() {
+    let f = Fixture::new(
+        "[lists]\nblock = [\"192.0.2.1\"]\n\n[[rule]]\nname = \"ok\"\naction = \"pass\"\nprotocol = \"udp\"\n",
+    );
+    f.expect(&udp4(1, 2, 10), Reason::DroppedBlocklist);
+    let f = Fixture::new(
+        "[lists]\nallow = [\"192.0.2.0/24\"]\n\n[[rule]]\nname = \"dns\"\nprotocol = \"udp\"\n",
+    );
+    f.expect(&udp4(1, 53, 10), Reason::PassedAllowlisted);
+}
+
+#[test]
+fn a_limit_under_its_threshold_passes() {
+    let f = Fixture::new(
+        "[[limit]]\nname = \"udp\"\nclass = \"udp\"\nper = \"source\"\npps = 1000000\nburst = 1000\n",
+    );
+    for _ in 0..20 {
+        assert_eq!(f.kernel(&udp4(1, 2, 10)), Reason::Passed);
+    }
+}
+
+#[test]
+fn a_per_source_limit_drops_past_its_burst() {
+    // A source gets a bucket once the sketch has seen it send `track_after` packets; then
+    // the burst is spent within one test run loop.
+    let f = Fixture::new(
+        "[[limit]]\nname = \"udp\"\nclass = \"udp\"\nper = \"source\"\npps = 1\nburst = 5\n",
+    );
+    let frame = udp4(1, 2, 10);
+    f.h.run(&frame, 200).unwrap();
+    assert_eq!(f.kernel(&frame), Reason::DroppedRateLimit);
+    // Another class is not limited.
+    assert_eq!(f.kernel(&tcp4(80, SYN)), Reason::Passed);
+}
+
+#[test]
+fn a_banned_source_is_dropped_at_once() {
+    let f = Fixture::new(
+        "[[limit]]\nname = \"udp\"\nclass = \"udp\"\nper = \"source\"\npps = 1\nburst = 2\nban_seconds = 60\n",
+    );
+    let frame = udp4(1, 2, 10);
+    f.h.run(&frame, 200).unwrap();
+    // Banned now: every class of this source is dropped as banned.
+    assert_eq!(f.kernel(&tcp4(80, SYN)), Reason::DroppedBanned);
+    assert_eq!(f.kernel(&frame), Reason::DroppedBanned);
+    let other = ethernet(
+        ETH_P_IPV4,
+        &[],
+        &ipv4(Ipv4Addr::new(192, 0, 2, 2), DST, IPPROTO_UDP, &[], 0, &udp(1, 2, &[0; 10])),
+    );
+    assert_eq!(f.kernel(&other), Reason::Passed);
+}
+
+#[test]
+fn protected_prefixes_are_never_limited_or_banned() {
+    let f = Fixture::new(
+        "[lists]\nprotected = [\"192.0.2.0/24\"]\n\n[[limit]]\nname = \"udp\"\nclass = \"udp\"\nper = \"source\"\npps = 1\nburst = 2\nban_seconds = 60\n",
+    );
+    let frame = udp4(1, 2, 10);
+    f.h.run(&frame, 200).unwrap();
+    assert_eq!(f.kernel(&frame), Reason::Passed);
+}
