@@ -140,6 +140,10 @@ pub enum ListAction {
         /// Make the list exactly the file's entries (entries not in the file are removed).
         #[arg(long)]
         replace: bool,
+        /// With --replace, accept a file with no entries (emptying the list); without it, an
+        /// empty file (say, a failed download) is refused and changes nothing.
+        #[arg(long, requires = "replace")]
+        allow_empty: bool,
     },
     /// Remove every entry.
     Flush,
