@@ -546,3 +546,24 @@ fn detach_all_of_a_directory_that_never_existed_removes_nothing() {
     );
     assert!(!dir.exists());
 }
+
+#[test]
+fn a_change_goes_through_when_no_thread_can_be_started() {
+    let h = loaded();
+    let root = h.pins().root();
+    assert!(fg(root, &["block", "add", "192.0.2.1"]).status.success());
+    // The second change waits for a grace period, on a thread if one can be started: a stack
+    // no mmap can provide makes every thread start fail, as a tight memory limit does.
+    let out = Command::new(BIN)
+        .env("RUST_MIN_STACK", "100000000000000")
+        .arg("--pin-dir")
+        .arg(root)
+        .args(["block", "add", "192.0.2.2"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&fg(root, &["block", "list"]).stdout),
+        "192.0.2.1/32\n192.0.2.2/32\n"
+    );
+}
