@@ -470,3 +470,28 @@ fn commands_queued_behind_detach_all_say_not_loaded() {
     );
     assert!(!a.pins().root().exists(), "a queued command recreated it");
 }
+
+#[test]
+fn a_list_pool_over_half_the_memory_is_refused() {
+    require_root();
+    let nodes = 256u32 << 20;
+    let (need, total) = (
+        floodgate::state::attach::pool_bytes(nodes),
+        floodgate::state::attach::mem_total().unwrap(),
+    );
+    if need <= total / 2 {
+        eprintln!("skipped: this machine has room for a pool of {need} bytes");
+        return;
+    }
+    let ns = Netns::new("fgcap").unwrap();
+    let dir = FreshDir::new();
+    let out = fg(&ns, &dir.0, &["attach", "lo", "--list-capacity", "256M"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let gib = format!("would take {:.1} GiB", need as f64 / f64::from(1u32 << 30));
+    assert!(
+        err.contains(&format!("{gib} of kernel memory")) && err.contains("more than half"),
+        "{err}"
+    );
+    assert!(!dir.0.exists(), "{} was created", dir.0.display());
+}

@@ -110,8 +110,13 @@ pub fn check_pool_fits(nodes: u32, mem_total: Option<u64>) -> Result<()> {
     let need = pool_bytes(nodes);
     if need > total / 2 {
         let most = total / 2 / pool_bytes(1).max(1);
+        let most = if most >= 1 << 20 {
+            format!("{}M", most >> 20)
+        } else {
+            format!("{}k", most >> 10)
+        };
         return Err(usage(format!(
-            "--list-capacity {nodes} would take {} of kernel memory for the list pool, more than half of this machine's {}: nothing was loaded. Choose at most {most} nodes (real lists need about 0.1 node per entry; see `floodgate attach --help`)",
+            "--list-capacity {nodes} would take {} of kernel memory for the list pool, more than half of this machine's {}: nothing was loaded. Choose at most {most} (real lists need about 0.1 node per entry; see `floodgate attach --help`)",
             gib(need),
             gib(total)
         )));
@@ -881,6 +886,8 @@ mod tests {
             "{msg}"
         );
         assert_eq!(crate::error::exit_code(&err), 2);
+        let most = (4 * gib / pool_bytes(1)) >> 20;
+        assert!(msg.contains(&format!("at most {most}M")), "{msg}");
         assert!(check_pool_fits(1 << 28, None).is_ok());
     }
 
