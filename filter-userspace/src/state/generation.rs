@@ -276,7 +276,7 @@ fn remove_other_snapshots(pins: &PinDir, keep: u64) -> Result<()> {
         };
         if generation != keep {
             std::fs::remove_file(entry.path())
-                .with_context(|| format!("cannot remove {}", entry.path().display()))?;
+                .with_context(|| format!("cannot remove {}", crate::text::path(&entry.path())))?;
         }
     }
     Ok(())
