@@ -65,7 +65,8 @@ pub enum Command {
     Allow(ListArgs),
     /// Packets and bytes per interface and reason.
     Stats {
-        /// Redraw per-second rates in place until interrupted.
+        /// Per-second rates until interrupted: redrawn in place on a terminal, one table after
+        /// another otherwise.
         #[arg(long)]
         watch: bool,
         #[arg(long)]
@@ -74,7 +75,7 @@ pub enum Command {
         #[arg(long, default_value_t = 1.0, value_parser = parse_interval)]
         interval: f64,
         /// Stop --watch after this many redraws.
-        #[arg(long)]
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         count: Option<u64>,
     },
     /// Show or change the policy for truncated or malformed IP packets.

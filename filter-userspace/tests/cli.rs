@@ -567,3 +567,75 @@ fn a_change_goes_through_when_no_thread_can_be_started() {
         "192.0.2.1/32\n192.0.2.2/32\n"
     );
 }
+
+#[test]
+fn control_characters_in_operator_input_are_escaped() {
+    require_root();
+    let nowhere = std::path::PathBuf::from("/sys/fs/bpf").join(unique_name("fgesc-"));
+    let evil = "x\x1b]0;pwned\x07\x1b[31m";
+    let evil_dir = std::path::PathBuf::from(format!("/sys/fs/bpf/fg{evil}"));
+    let evil_file = format!("/nonexistent/{evil}");
+    for (dir, args) in [
+        (&nowhere, vec!["detach", evil]),
+        (&nowhere, vec!["attach", evil]),
+        (&nowhere, vec!["block", "load", &evil_file]),
+        (&evil_dir, vec!["status"]),
+        (&evil_dir, vec!["block", "list"]),
+    ] {
+        let out = fg(dir, &args);
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert!(
+            !all.contains(['\x1b', '\x07']),
+            "{args:?}: raw control characters in {all:?}"
+        );
+        assert!(all.contains("\\u{1b}"), "{args:?}: {all:?}");
+    }
+    assert!(!evil_dir.exists());
+}
+
+#[test]
+fn log_lines_are_plain_when_stderr_is_not_a_terminal() {
+    let h = loaded();
+    let out = fg(h.pins().root(), &["-vv", "block", "add", "192.0.2.1"]);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("DEBUG"), "{err}");
+    assert!(!err.contains('\x1b'), "colored log lines: {err:?}");
+}
+
+#[test]
+fn stats_watch_into_a_pipe_prints_one_table_after_another() {
+    let h = loaded();
+    let out = fg(
+        h.pins().root(),
+        &["stats", "--watch", "--interval", "0.1", "--count", "3"],
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        !stdout.contains('\x1b'),
+        "screen codes in a pipe: {stdout:?}"
+    );
+    assert_eq!(stdout.matches("INTERFACE").count(), 3, "{stdout}");
+}
+
+#[test]
+fn stats_watch_count_zero_is_refused() {
+    let h = loaded();
+    let out = fg(h.pins().root(), &["stats", "--watch", "--count", "0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "");
+}
+
+#[test]
+fn an_empty_pin_dir_variable_is_named_as_such() {
+    let out = Command::new(BIN)
+        .env("FLOODGATE_PIN_DIR", "")
+        .arg("status")
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("FLOODGATE_PIN_DIR is set but empty"), "{err}");
+    assert!(!err.contains("--pin-dir <PIN_DIR>"), "{err}");
+}
