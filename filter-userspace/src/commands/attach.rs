@@ -57,7 +57,7 @@ pub fn attach(
         )
     };
     if report.unloaded {
-        msg.push_str("\nnothing is attached, so nothing was left pinned");
+        msg.push_str("\nnothing is attached, so this command removed what it had loaded");
     }
     Err(if usage_only { usage(msg) } else { anyhow!(msg) })
 }

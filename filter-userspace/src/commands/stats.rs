@@ -85,7 +85,7 @@ pub fn render_table(stats: &[IfaceStats]) -> String {
             }
             s.push_str(&format!(
                 "{:<16} {:<20} {:>14} {:>16}\n",
-                iface.interface,
+                crate::text::name(&iface.interface),
                 reason.name(),
                 t.packets,
                 t.bytes
@@ -113,7 +113,7 @@ pub fn render_rates(prev: &[IfaceStats], now: &[IfaceStats], secs: f64) -> Strin
             let bps = t.bytes.saturating_sub(b.bytes) as f64 * 8.0 / secs;
             s.push_str(&format!(
                 "{:<16} {:<20} {:>14} {:>14.0} {:>14}\n",
-                iface.interface,
+                crate::text::name(&iface.interface),
                 reason.name(),
                 t.packets,
                 pps,
