@@ -639,3 +639,25 @@ fn an_empty_pin_dir_variable_is_named_as_such() {
     assert!(err.contains("FLOODGATE_PIN_DIR is set but empty"), "{err}");
     assert!(!err.contains("--pin-dir <PIN_DIR>"), "{err}");
 }
+
+#[test]
+fn a_policy_change_whose_report_cannot_be_written_says_it_is_in_force() {
+    let h = loaded();
+    let out = Command::new(BIN)
+        .arg("--pin-dir")
+        .arg(h.pins().root())
+        .args(["policy", "--malformed", "pass"])
+        .stdout(std::fs::File::create("/dev/full").unwrap())
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("the policy is in force, but writing this report failed"),
+        "{err}"
+    );
+    assert_eq!(
+        text(&fg(h.pins().root(), &["policy"]).stdout),
+        "malformed packets: pass\n"
+    );
+}
