@@ -700,7 +700,7 @@ pub fn detach(pins: &PinDir, ifaces: &[String]) -> Result<Vec<(String, DetachOut
 
 /// What `detach --all` did.
 pub struct Removed {
-    /// Interfaces that had a link pin.
+    /// Interfaces whose link pin was removed.
     pub interfaces: Vec<String>,
     /// Files in the pin directory floodgate did not create, left in place.
     pub foreign: Vec<PathBuf>,
@@ -797,11 +797,7 @@ fn remove_all_locked(pins: &PinDir) -> Result<Removed> {
     } else {
         None
     };
-    let interfaces = attached(pins)?
-        .into_iter()
-        .filter(|a| a.state != LinkState::Stale)
-        .map(|a| a.name)
-        .collect();
+    let mut interfaces = Vec::new();
     let mut foreign = Vec::new();
     let is_our_link = |info: Option<LinkInfo>| {
         info.is_some_and(|i| match ours {
@@ -810,9 +806,10 @@ fn remove_all_locked(pins: &PinDir) -> Result<Removed> {
             None => netlink::program_name(i.prog_id).as_deref() == Some(PROGRAM_NAME),
         })
     };
-    for (_, path, info) in link_pins(pins) {
+    for (name, path, info) in link_pins(pins) {
         if is_our_link(info) {
             remove(&path)?;
+            interfaces.push(name);
         } else {
             foreign.push(path);
         }
