@@ -26,6 +26,13 @@ pub fn policy(pins: &PinDir, malformed: Option<MalformedArg>) -> Result<()> {
             MalformedArg::Pass => MalformedPolicy::Pass,
         } as u32;
         map.set(0, config, 0)?;
+        return super::report_done(
+            "the policy is in force",
+            format_args!(
+                "malformed packets: {}\n",
+                malformed_name(config.malformed_policy)
+            ),
+        );
     }
     outln!(
         "malformed packets: {}",
