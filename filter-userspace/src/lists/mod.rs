@@ -123,7 +123,7 @@ pub fn edit_lists(old: &Snapshot, kind: ListKind, edit: Edit) -> Result<Edited> 
                 return Err(usage(format!(
                     "not on the {} list: {}; nothing was changed (see `floodgate {} list`)",
                     kind.name(),
-                    absent.join(", "),
+                    crate::text::capped(absent, ", "),
                     kind.name()
                 )));
             }
@@ -250,13 +250,22 @@ fn compile_all(jobs: &[Job], changed: &[Vec<Entry>; 2]) -> Vec<Built> {
     }
     let chunk = jobs.len().div_ceil(threads);
     std::thread::scope(|s| {
-        let handles: Vec<_> = jobs
+        // A part whose thread cannot start (thread limit, no memory for a stack) is compiled
+        // here, after the others started.
+        let started: Vec<_> = jobs
             .chunks(chunk)
-            .map(|part| s.spawn(move || part.iter().map(one).collect::<Vec<_>>()))
+            .map(|part| {
+                let spawned = std::thread::Builder::new()
+                    .spawn_scoped(s, move || part.iter().map(one).collect::<Vec<_>>());
+                (part, spawned.ok())
+            })
             .collect();
-        handles
+        started
             .into_iter()
-            .flat_map(|h| h.join().expect("compiler thread panicked"))
+            .flat_map(|(part, handle)| match handle {
+                Some(h) => h.join().expect("compiler thread panicked"),
+                None => part.iter().map(one).collect(),
+            })
             .collect()
     })
 }
