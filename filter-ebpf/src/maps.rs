@@ -23,7 +23,7 @@ pub static IFACE_SLOTS: Array<u32> = Array::pinned(MAX_IFINDEX, 0);
 
 /// The generation word: bit 0 says which set of root tables is live.
 #[map]
-pub static STATE: Array<u64> = Array::pinned(1, BPF_F_MMAPABLE);
+pub static STATE: Array<u64> = Array::pinned(filter_common::maps::STATE_ENTRIES, BPF_F_MMAPABLE);
 
 #[map]
 pub static LIST_ROOT: Array<u64> = Array::pinned(ROOT_TABLE_WORDS, BPF_F_MMAPABLE);

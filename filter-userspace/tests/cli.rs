@@ -360,6 +360,27 @@ fn detach_all_leaves_pins_in_links_that_are_not_our_links() {
 }
 
 #[test]
+fn pins_with_the_same_maps_but_another_layout_version_are_refused() {
+    // Review finding: a program pinned by another version with the same map names (the node
+    // meta changed meaning) must not be fed words it misreads.
+    let h = loaded();
+    let mut state = aya::maps::Array::<_, u64>::try_from(aya::maps::Map::Array(
+        h.pins().open_map(filter_common::maps::STATE).unwrap(),
+    ))
+    .unwrap();
+    state.set(filter_common::maps::STATE_LAYOUT, 1, 0).unwrap();
+    for args in [&["block", "add", "192.0.2.1"][..], &["status"]] {
+        let out = fg(h.pins().root(), args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains("another floodgate version") && err.contains("layout 1"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
 fn pins_of_another_layout_are_named_with_what_to_do() {
     let h = loaded();
     // As left by a floodgate whose maps differ: one this version needs is missing.

@@ -296,6 +296,13 @@ pub fn ensure_loaded(pins: &PinDir, pool_nodes: u32) -> Result<()> {
         .map_max_entries(names::LIST_META, pool_nodes)
         .load(crate::XDP_OBJECT)
         .context("loading the XDP object (maps)")?;
+    let mut state: Array<_, u64> = ebpf
+        .map_mut(names::STATE)
+        .context("the XDP object has no STATE map")?
+        .try_into()?;
+    state
+        .set(names::STATE_LAYOUT, names::LAYOUT_VERSION, 0)
+        .context("cannot write the layout version")?;
     let prog: &mut Xdp = ebpf
         .program_mut(PROGRAM_NAME)
         .with_context(|| format!("the XDP object has no `{PROGRAM_NAME}` program"))?

@@ -278,7 +278,29 @@ impl PinDir {
                 self.shown()
             );
         }
+        let layout = self.pinned_layout()?;
+        if layout != Some(filter_common::maps::LAYOUT_VERSION) {
+            bail!(
+                "{} holds a filter pinned by another floodgate version (map layout {}, this floodgate writes layout {}): run `floodgate detach --all` and attach again (this removes its lists: save them first with `floodgate block list > FILE` using that version)",
+                self.shown(),
+                layout.map_or_else(|| "1".to_string(), |l| l.to_string()),
+                filter_common::maps::LAYOUT_VERSION
+            );
+        }
         Ok(())
+    }
+
+    /// The layout version in the pinned `STATE` map; `None` for a map without one (the first
+    /// layout had a single entry).
+    fn pinned_layout(&self) -> Result<Option<u64>> {
+        use filter_common::maps::{STATE, STATE_LAYOUT};
+        let map = aya::maps::Array::<MapData, u64>::try_from(aya::maps::Map::Array(
+            self.open_map(STATE)?,
+        ))?;
+        if map.len() <= STATE_LAYOUT {
+            return Ok(None);
+        }
+        Ok(Some(map.get(&STATE_LAYOUT, 0)?))
     }
 
     pub fn open_map_at(&self, path: &Path) -> Result<MapData> {
