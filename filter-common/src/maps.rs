@@ -7,7 +7,7 @@
 //! | --- | --- | --- | --- |
 //! | `COUNTERS` | per-CPU array | slot * REASON_SLOTS + reason -> [`Counter`](crate::Counter) | packets and bytes per interface and reason |
 //! | `IFACE_SLOTS` | array | ifindex -> u32 | counter slot of an interface (0: "other") |
-//! | `STATE` | array, mmapable | 0 -> u64 | generation word: bit 0 is the active set ([`state`]) |
+//! | `STATE` | array, mmapable | 0 -> u64, 1 -> u64 | generation word: bit 0 is the active set ([`state`]); layout version ([`LAYOUT_VERSION`]) |
 //! | `POLICY` | array, mmapable | set -> [`PolicyConfig`](crate::PolicyConfig) | malformed policy, block-list mode, what is in use |
 //! | `LIST_ROOT` | array, mmapable | (set, trie, family, /16 / 32) -> u64 | root cells, see [`trie`](crate::trie) |
 //! | `LIST_PARTS` | array, mmapable | (set, trie, family, /16) -> u64 | partition entries |
@@ -97,6 +97,15 @@ pub const ATTACHMENTS: &str = "ATTACHMENTS";
 /// room to replace a million scattered IPv4 entries by another million (old and new nodes
 /// live side by side until the flip); `attach --list-capacity` sets another on first load.
 pub const DEFAULT_POOL_NODES: u32 = 1 << 21;
+
+/// `STATE` entries: the generation word, and the layout version the controller wrote when it
+/// loaded the program.
+pub const STATE_ENTRIES: u32 = 2;
+pub const STATE_LAYOUT: u32 = 1;
+/// The layout of every map and the meaning of its values, as this build reads and writes
+/// them. Bump it whenever either changes: a controller refuses pins of another layout instead
+/// of writing words the pinned program would misread.
+pub const LAYOUT_VERSION: u64 = 3;
 
 /// The generation word in `STATE`.
 pub mod state {

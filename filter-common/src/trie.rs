@@ -84,8 +84,9 @@ pub const ROOT_BITS: u32 = 16;
 pub const STRIDE_BITS: u32 = 8;
 /// Deepest walk in nodes (IPv6 /128).
 pub const MAX_LEVELS: u32 = (128 - ROOT_BITS) / STRIDE_BITS;
-/// Longest walk in steps, bounding the loop in the program: at most one skip node before
-/// each node, and one at the start of a partition.
+/// Bound of the walk's loop in the program: a skip node never leads to another skip node, so
+/// a walk takes at most one skip before each of its (at most 14) nodes: 28 steps. One more
+/// for good measure.
 pub const MAX_STEPS: u32 = 2 * MAX_LEVELS + 1;
 /// Cells per node and words per node (32 cells of 2 bits per u64).
 pub const NODE_CELLS: u32 = 1 << STRIDE_BITS;

@@ -25,7 +25,7 @@ pub static IFACE_SLOTS: Array<u32> = Array::pinned(MAX_IFINDEX, 0);
 
 /// The generation word: bit 0 says which set of tables is live.
 #[map]
-pub static STATE: Array<u64> = Array::pinned(1, BPF_F_MMAPABLE);
+pub static STATE: Array<u64> = Array::pinned(filter_common::maps::STATE_ENTRIES, BPF_F_MMAPABLE);
 
 #[map]
 pub static POLICY: Array<PolicyConfig> = Array::pinned(SETS, BPF_F_MMAPABLE);

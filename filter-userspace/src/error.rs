@@ -25,3 +25,14 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
         1
     }
 }
+
+/// The filter is not loaded at the pin directory: nothing was ever pinned there, or it was
+/// removed (`detach --all`) while this command waited for the lock. Exit code 1.
+#[derive(Debug, thiserror::Error)]
+#[error("floodgate is not loaded (no pinned program at {0}); run `floodgate attach IFACE` first")]
+pub struct NotLoaded(pub String);
+
+/// True when the error chain says the filter is not loaded.
+pub fn is_not_loaded(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| e.is::<NotLoaded>())
+}

@@ -11,6 +11,7 @@ pub mod observe;
 pub mod policy;
 pub mod privileges;
 pub mod state;
+pub mod text;
 
 /// The XDP object built by build.rs (aya-build) from filter-ebpf.
 pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/floodgate"));

@@ -360,6 +360,27 @@ fn detach_all_leaves_pins_in_links_that_are_not_our_links() {
 }
 
 #[test]
+fn pins_with_the_same_maps_but_another_layout_version_are_refused() {
+    // Review finding: a program pinned by another version with the same map names (the node
+    // meta changed meaning) must not be fed words it misreads.
+    let h = loaded();
+    let mut state = aya::maps::Array::<_, u64>::try_from(aya::maps::Map::Array(
+        h.pins().open_map(filter_common::maps::STATE).unwrap(),
+    ))
+    .unwrap();
+    state.set(filter_common::maps::STATE_LAYOUT, 1, 0).unwrap();
+    for args in [&["block", "add", "192.0.2.1"][..], &["status"]] {
+        let out = fg(h.pins().root(), args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains("another floodgate version") && err.contains("layout 1"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
 fn pins_of_another_layout_are_named_with_what_to_do() {
     let h = loaded();
     // As left by a floodgate whose maps differ: one this version needs is missing.
@@ -377,4 +398,287 @@ fn pins_of_another_layout_are_named_with_what_to_do() {
             "{args:?}: {err}"
         );
     }
+}
+
+/// Run the binary on a loaded filter with `input` on standard input.
+fn fg_stdin(pin_dir: &std::path::Path, args: &[&str], input: Vec<u8>) -> Output {
+    let mut child = Command::new(BIN)
+        .arg("--pin-dir")
+        .arg(pin_dir)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // Written from a thread: the child may stop reading (and exit) before it has it all.
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
+
+#[test]
+fn an_empty_replace_is_refused_unless_allowed() {
+    let h = loaded();
+    let root = h.pins().root();
+    assert!(fg(root, &["block", "add", "192.0.2.1"]).status.success());
+    // A failed download: nothing on standard input.
+    let out = fg_stdin(root, &["block", "load", "--replace", "-"], Vec::new());
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("standard input holds no entries") && err.contains("--allow-empty"),
+        "{err}"
+    );
+    // A file of comments only is no different.
+    let f = TempFile::new("fgempty-", b"# nothing today\n\n").unwrap();
+    let path = f.path.to_str().unwrap();
+    let out = fg(root, &["block", "load", "--replace", path]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert_eq!(text(&fg(root, &["block", "list"]).stdout), "192.0.2.1/32\n");
+    // Asked for, it empties the list.
+    let out = fg(root, &["block", "load", "--replace", "--allow-empty", path]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&fg(root, &["block", "list"]).stdout), "");
+}
+
+#[test]
+fn concatenated_feeds_count_different_entries_not_lines() {
+    let h = loaded();
+    // 1M different /24s, six times over: 6M lines, more than the 4,194,304-entry bound.
+    let mut feed = String::with_capacity(16 << 20);
+    for i in 0..(1u32 << 20) {
+        let a = (1u32 << 24) + (i << 8);
+        feed.push_str(&format!("{}/24\n", std::net::Ipv4Addr::from(a)));
+    }
+    let input = feed.repeat(6).into_bytes();
+    let out = fg_stdin(h.pins().root(), &["allow", "load", "-"], input);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("1048576 added"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn a_stopped_load_still_shows_the_first_bad_lines() {
+    let h = loaded();
+    let mut input = b"192.0.2.1\n".to_vec();
+    for i in 0..12_000 {
+        input.extend_from_slice(format!("not-an-address-{i}\n").as_bytes());
+    }
+    let out = fg_stdin(h.pins().root(), &["block", "load", "-"], input);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("stopped reading at line 10001"), "{err}");
+    assert!(
+        err.contains("<stdin>:2: ") && err.contains("not-an-address-0"),
+        "{err}"
+    );
+    assert_eq!(err.matches("\n  <stdin>:").count(), 10, "{err}");
+}
+
+#[test]
+fn many_bad_arguments_are_reported_briefly() {
+    let h = loaded();
+    let bad: Vec<String> = (0..100_000).map(|i| format!("bad{i}")).collect();
+    let mut args = vec!["block", "add"];
+    args.extend(bad.iter().map(String::as_str));
+    let out = fg(h.pins().root(), &args);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{}", &err[..err.len().min(500)]);
+    assert!(err.len() < 2_000, "{} bytes of errors", err.len());
+    assert!(
+        err.contains("100000 invalid entries") && err.contains("... and 99990 more"),
+        "{err}"
+    );
+}
+
+#[test]
+fn deleting_many_absent_entries_is_reported_briefly() {
+    let h = loaded();
+    let absent: Vec<String> = (0..50_000u32)
+        .map(|i| std::net::Ipv4Addr::from((10 << 24) + i).to_string())
+        .collect();
+    let mut args = vec!["block", "del"];
+    args.extend(absent.iter().map(String::as_str));
+    let out = fg(h.pins().root(), &args);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{}", &err[..err.len().min(500)]);
+    assert!(err.len() < 2_000, "{} bytes of errors", err.len());
+    assert!(
+        err.contains("not on the block list: 10.0.0.0/32, ") && err.contains("... and 49990 more"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_change_whose_report_cannot_be_written_says_it_took_effect() {
+    let h = loaded();
+    let out = Command::new(BIN)
+        .arg("--pin-dir")
+        .arg(h.pins().root())
+        .args(["block", "add", "192.0.2.9"])
+        .stdout(std::fs::File::create("/dev/full").unwrap())
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("the change took effect (the block list is at generation 1)")
+            && err.contains("writing this report failed")
+            && err.contains("No space left on device"),
+        "{err}"
+    );
+    assert_eq!(
+        text(&fg(h.pins().root(), &["block", "list"]).stdout),
+        "192.0.2.9/32\n"
+    );
+}
+
+#[test]
+fn one_entry_is_one_entry() {
+    let h = loaded();
+    let out = fg(h.pins().root(), &["block", "add", "192.0.2.1"]);
+    assert!(
+        text(&out.stdout).contains("1 added, 0 removed, 1 entry (generation 1)"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn detach_all_of_a_directory_that_never_existed_removes_nothing() {
+    require_root();
+    let dir = std::path::PathBuf::from("/sys/fs/bpf").join(unique_name("fgnever-"));
+    let out = fg(&dir, &["detach", "--all"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        format!(
+            "nothing to remove: there is no pin directory at {}\n",
+            dir.display()
+        )
+    );
+    assert!(!dir.exists());
+}
+
+#[test]
+fn a_change_goes_through_when_no_thread_can_be_started() {
+    let h = loaded();
+    let root = h.pins().root();
+    assert!(fg(root, &["block", "add", "192.0.2.1"]).status.success());
+    // The second change waits for a grace period, on a thread if one can be started: a stack
+    // no mmap can provide makes every thread start fail, as a tight memory limit does.
+    let out = Command::new(BIN)
+        .env("RUST_MIN_STACK", "100000000000000")
+        .arg("--pin-dir")
+        .arg(root)
+        .args(["block", "add", "192.0.2.2"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&fg(root, &["block", "list"]).stdout),
+        "192.0.2.1/32\n192.0.2.2/32\n"
+    );
+}
+
+#[test]
+fn control_characters_in_operator_input_are_escaped() {
+    require_root();
+    let nowhere = std::path::PathBuf::from("/sys/fs/bpf").join(unique_name("fgesc-"));
+    let evil = "x\x1b]0;pwned\x07\x1b[31m";
+    let evil_dir = std::path::PathBuf::from(format!("/sys/fs/bpf/fg{evil}"));
+    let evil_file = format!("/nonexistent/{evil}");
+    for (dir, args) in [
+        (&nowhere, vec!["detach", evil]),
+        (&nowhere, vec!["attach", evil]),
+        (&nowhere, vec!["block", "load", &evil_file]),
+        (&evil_dir, vec!["status"]),
+        (&evil_dir, vec!["block", "list"]),
+    ] {
+        let out = fg(dir, &args);
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert!(
+            !all.contains(['\x1b', '\x07']),
+            "{args:?}: raw control characters in {all:?}"
+        );
+        assert!(all.contains("\\u{1b}"), "{args:?}: {all:?}");
+    }
+    assert!(!evil_dir.exists());
+}
+
+#[test]
+fn log_lines_are_plain_when_stderr_is_not_a_terminal() {
+    let h = loaded();
+    let out = fg(h.pins().root(), &["-vv", "block", "add", "192.0.2.1"]);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("DEBUG"), "{err}");
+    assert!(!err.contains('\x1b'), "colored log lines: {err:?}");
+}
+
+#[test]
+fn stats_watch_into_a_pipe_prints_one_table_after_another() {
+    let h = loaded();
+    let out = fg(
+        h.pins().root(),
+        &["stats", "--watch", "--interval", "0.1", "--count", "3"],
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        !stdout.contains('\x1b'),
+        "screen codes in a pipe: {stdout:?}"
+    );
+    assert_eq!(stdout.matches("INTERFACE").count(), 3, "{stdout}");
+}
+
+#[test]
+fn stats_watch_count_zero_is_refused() {
+    let h = loaded();
+    let out = fg(h.pins().root(), &["stats", "--watch", "--count", "0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "");
+}
+
+#[test]
+fn an_empty_pin_dir_variable_is_named_as_such() {
+    let out = Command::new(BIN)
+        .env("FLOODGATE_PIN_DIR", "")
+        .arg("status")
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("FLOODGATE_PIN_DIR is set but empty"), "{err}");
+    assert!(!err.contains("--pin-dir <PIN_DIR>"), "{err}");
+}
+
+#[test]
+fn a_policy_change_whose_report_cannot_be_written_says_it_is_in_force() {
+    let h = loaded();
+    let out = Command::new(BIN)
+        .arg("--pin-dir")
+        .arg(h.pins().root())
+        .args(["policy", "--malformed", "pass"])
+        .stdout(std::fs::File::create("/dev/full").unwrap())
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("the policy is in force (generation 1), but writing this report failed"),
+        "{err}"
+    );
+    assert_eq!(
+        text(&fg(h.pins().root(), &["policy"]).stdout),
+        "malformed packets: pass\n"
+    );
 }

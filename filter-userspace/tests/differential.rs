@@ -67,7 +67,9 @@ fn source(rng: &mut StdRng, listed: &[Prefix], v6: bool) -> (Ipv4Addr, Ipv6Addr)
 }
 
 /// Ports rules are written with (and their neighbours): frames hit them often.
-const PORTS: [u16; 12] = [0, 19, 53, 80, 123, 443, 1023, 1024, 11211, 40000, 65534, 65535];
+const PORTS: [u16; 12] = [
+    0, 19, 53, 80, 123, 443, 1023, 1024, 11211, 40000, 65534, 65535,
+];
 
 fn port(rng: &mut StdRng) -> u16 {
     match rng.random_range(0..4) {
@@ -182,7 +184,10 @@ fn random_rules(rng: &mut StdRng) -> String {
             ));
         }
         if rng.random_bool(0.15) {
-            out.push_str(&format!("ttl = {}\n", toml_range(rng, &[0, 1, 63, 64, 65, 255], 255)));
+            out.push_str(&format!(
+                "ttl = {}\n",
+                toml_range(rng, &[0, 1, 63, 64, 65, 255], 255)
+            ));
         }
         if rng.random_bool(0.1) {
             let f = ["any", "first", "later", "none"][rng.random_range(0..4)];

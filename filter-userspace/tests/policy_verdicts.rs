@@ -105,7 +105,10 @@ fn a_rule_matches_its_protocol_and_destination_port() {
     f.expect(&udp4(40000, 53, 10), Reason::DroppedRule);
     f.expect(&udp4(40000, 54, 10), Reason::Passed);
     f.expect(&tcp4(53, SYN), Reason::Passed);
-    f.expect(&v6(IPPROTO_UDP, &udp(40000, 53, &[0; 10])), Reason::DroppedRule);
+    f.expect(
+        &v6(IPPROTO_UDP, &udp(40000, 53, &[0; 10])),
+        Reason::DroppedRule,
+    );
 }
 
 #[test]
@@ -135,7 +138,8 @@ fn source_ports_match() {
 
 #[test]
 fn tcp_flags_match_required_and_refused_bits() {
-    let f = Fixture::new("[[rule]]\nname = \"syn\"\nprotocol = \"tcp\"\ntcp_flags = \"SYN,!ACK\"\n");
+    let f =
+        Fixture::new("[[rule]]\nname = \"syn\"\nprotocol = \"tcp\"\ntcp_flags = \"SYN,!ACK\"\n");
     f.expect(&tcp4(80, SYN), Reason::DroppedRule);
     f.expect(&tcp4(80, SYN | ECE_CWR), Reason::DroppedRule);
     f.expect(&tcp4(80, SYN | ACK), Reason::Passed);
@@ -161,8 +165,14 @@ fn icmp_types_match_per_family() {
     let f = Fixture::new(
         "[[rule]]\nname = \"ping\"\nprotocol = \"icmp\"\nicmp_type = 8\n\n[[rule]]\nname = \"ping6\"\nprotocol = \"icmpv6\"\nicmp_type = 128\n",
     );
-    f.expect(&v4(IPPROTO_ICMP, &icmp_echo(false, &[0; 8])), Reason::DroppedRule);
-    f.expect(&v6(IPPROTO_ICMPV6, &icmp_echo(true, &[0; 8])), Reason::DroppedRule);
+    f.expect(
+        &v4(IPPROTO_ICMP, &icmp_echo(false, &[0; 8])),
+        Reason::DroppedRule,
+    );
+    f.expect(
+        &v6(IPPROTO_ICMPV6, &icmp_echo(true, &[0; 8])),
+        Reason::DroppedRule,
+    );
     let mut reply = icmp_echo(false, &[0; 8]);
     reply[0] = 0;
     f.expect(&v4(IPPROTO_ICMP, &reply), Reason::Passed);
@@ -171,7 +181,11 @@ fn icmp_types_match_per_family() {
 #[test]
 fn fragments_match_first_and_later() {
     let f = Fixture::new("[[rule]]\nname = \"frag\"\nprotocol = \"any\"\nfragments = \"later\"\n");
-    let later = ethernet(ETH_P_IPV4, &[], &ipv4(SRC, DST, IPPROTO_UDP, &[], 100, &[0; 40]));
+    let later = ethernet(
+        ETH_P_IPV4,
+        &[],
+        &ipv4(SRC, DST, IPPROTO_UDP, &[], 100, &[0; 40]),
+    );
     f.expect(&later, Reason::DroppedRule);
     f.expect(&udp4(1, 2, 10), Reason::Passed);
     let mut fragment = Ext::new(IPPROTO_FRAGMENT);
@@ -179,7 +193,13 @@ fn fragments_match_first_and_later() {
     let later6 = ethernet(
         ETH_P_IPV6,
         &[],
-        &ipv6(src6(), "2001:db8::fe".parse().unwrap(), IPPROTO_UDP, &[fragment], &[0; 40]),
+        &ipv6(
+            src6(),
+            "2001:db8::fe".parse().unwrap(),
+            IPPROTO_UDP,
+            &[fragment],
+            &[0; 40],
+        ),
     );
     f.expect(&later6, Reason::DroppedRule);
 }
@@ -196,7 +216,9 @@ fn a_pass_rule_ends_judgement_before_later_drops() {
 #[test]
 fn the_reflection_preset_drops_amplifier_sources() {
     let f = Fixture::new("[[rule]]\nname = \"refl\"\npreset = \"reflection\"\n");
-    for port in [17, 19, 111, 137, 161, 389, 520, 1434, 1900, 3283, 3702, 5353, 10001, 11211] {
+    for port in [
+        17, 19, 111, 137, 161, 389, 520, 1434, 1900, 3283, 3702, 5353, 10001, 11211,
+    ] {
         f.expect(&udp4(port, 40000, 10), Reason::DroppedRule);
     }
     // DNS and NTP: replies of normal size pass, amplification-sized ones do not.
@@ -212,7 +234,16 @@ fn the_reflection_preset_drops_amplifier_sources() {
 #[test]
 fn the_tcp_flags_preset_drops_impossible_combinations() {
     let f = Fixture::new("[[rule]]\nname = \"flags\"\npreset = \"tcp-flags\"\n");
-    for bad in [0, FIN | PSH | URG, SYN | FIN, SYN | RST, FIN | RST, FIN, PSH, URG] {
+    for bad in [
+        0,
+        FIN | PSH | URG,
+        SYN | FIN,
+        SYN | RST,
+        FIN | RST,
+        FIN,
+        PSH,
+        URG,
+    ] {
         f.expect(&tcp4(80, bad), Reason::DroppedRule);
     }
     for good in [SYN, SYN | ACK, ACK, ACK | PSH, FIN | ACK, RST, RST | ACK] {
@@ -293,7 +324,14 @@ fn a_banned_source_is_dropped_at_once() {
     let other = ethernet(
         ETH_P_IPV4,
         &[],
-        &ipv4(Ipv4Addr::new(192, 0, 2, 2), DST, IPPROTO_UDP, &[], 0, &udp(1, 2, &[0; 10])),
+        &ipv4(
+            Ipv4Addr::new(192, 0, 2, 2),
+            DST,
+            IPPROTO_UDP,
+            &[],
+            0,
+            &udp(1, 2, &[0; 10]),
+        ),
     );
     assert_eq!(f.kernel(&other), Reason::Passed);
 }

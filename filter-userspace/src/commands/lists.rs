@@ -6,10 +6,12 @@ use std::time::Instant;
 use anyhow::Result;
 use filter_common::ListKind;
 
+use super::report_done;
 use crate::cli::ListAction;
+use crate::error::usage;
 use crate::lists::{self, entries, Edit};
-use crate::outln;
-use crate::state::{PinDir, Session};
+use crate::state::{Entry, PinDir, Session};
+use crate::text;
 
 pub fn run(pins: &PinDir, kind: ListKind, action: ListAction) -> Result<()> {
     let name = kind.name();
@@ -38,35 +40,90 @@ pub fn run(pins: &PinDir, kind: ListKind, action: ListAction) -> Result<()> {
             file,
             replace,
             force,
+            allow_empty,
         } => {
             let started = Instant::now();
             let prefixes = entries::read_list_file(&file)?;
+            let shown = if file.as_os_str() == "-" {
+                "standard input".to_string()
+            } else {
+                text::path(&file)
+            };
+            if replace && prefixes.is_empty() && !allow_empty {
+                // `curl ... | floodgate block load --replace -` must not flush the list
+                // when the download fails.
+                return Err(usage(format!(
+                    "{shown} holds no entries: --replace would empty the {name} list, so nothing was changed; if the list should be empty, add --allow-empty (or run `floodgate {name} flush`)"
+                )));
+            }
             guard(pins, kind, &prefixes, force)?;
             let edit = if replace {
                 Edit::Replace(prefixes)
             } else {
                 Edit::Add(prefixes)
             };
-            (edit, Some((file, started)))
+            (edit, Some((shown, started)))
         }
         ListAction::Flush => (Edit::Flush, None),
     };
-    let change = lists::change(pins, kind, edit)?;
-    if let Some((file, started)) = loading {
-        eprintln!(
-            "loaded {} in {:.2}s",
-            file.display(),
+    let change = match edit {
+        Edit::Del(prefixes) => {
+            // Checked here so the message stays short whatever was passed.
+            let session = Session::open_for_change(pins)?;
+            refuse_absent(&session, kind, &prefixes)?;
+            lists::change_in(session, kind, Edit::Del(prefixes))?
+        }
+        edit => lists::change(pins, kind, edit)?,
+    };
+    if let Some((shown, started)) = loading {
+        let _ = writeln!(
+            std::io::stderr(),
+            "loaded {shown} in {:.2}s",
             started.elapsed().as_secs_f64()
         );
     }
-    outln!(
-        "{name} list: {} added, {} removed, {} entries (generation {})",
+    let report = format_args!(
+        "{name} list: {} added, {} removed, {} (generation {})\n",
         change.added,
         change.removed,
-        change.total,
+        text::count(change.total, "entry", "entries"),
         change.generation
-    )?;
-    Ok(())
+    );
+    if change.added == 0 && change.removed == 0 {
+        return super::out(report).map_err(Into::into);
+    }
+    report_done(
+        &format!(
+            "the change took effect (the {name} list is at generation {})",
+            change.generation
+        ),
+        report,
+    )
+}
+
+/// Refuse to delete entries that are not on the list (exactly as added): the first ten are
+/// named, the rest counted.
+fn refuse_absent(session: &Session, kind: ListKind, prefixes: &[entries::Prefix]) -> Result<()> {
+    let snapshot = session.current()?;
+    let mut absent: Vec<entries::Prefix> = prefixes
+        .iter()
+        .copied()
+        .filter(|p| {
+            !snapshot
+                .list(crate::state::snapshot::Origin::Cli, kind, p.family())
+                .contains(&Entry::of(*p))
+        })
+        .collect();
+    if absent.is_empty() {
+        return Ok(());
+    }
+    absent.sort_unstable();
+    absent.dedup();
+    let name = kind.name();
+    Err(usage(format!(
+        "not on the {name} list: {}; nothing was changed (see `floodgate {name} list`)",
+        text::capped(absent.iter().map(|p| p.to_string()), ", ")
+    )))
 }
 
 /// Refuse block entries that would lock out the SSH client or a protected prefix.

@@ -29,6 +29,15 @@ macro_rules! outln {
     };
 }
 
+/// Print the report of a change that has taken effect (`done` says which): if it cannot be
+/// written, the error must still say the change happened, or the operator would retry it.
+/// A closed pipe stays quiet, as for any output.
+pub fn report_done(done: &str, text: std::fmt::Arguments<'_>) -> Result<()> {
+    out(text).map_err(|e| {
+        anyhow::Error::new(e).context(format!("{done}, but writing this report failed"))
+    })
+}
+
 pub fn run(cli: Cli) -> Result<()> {
     let pins = PinDir::new(cli.pin_dir)?;
     if let Command::Check { file, json } = &cli.command {

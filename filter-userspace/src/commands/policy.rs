@@ -21,8 +21,11 @@ pub fn malformed(pins: &PinDir, malformed: Option<MalformedArg>) -> Result<()> {
     let pass = match malformed {
         Some(m) => {
             let pass = m == MalformedArg::Pass;
-            policy::apply::set_malformed(pins, pass)?;
-            pass
+            let generation = policy::apply::set_malformed(pins, pass)?;
+            return super::report_done(
+                &format!("the policy is in force (generation {generation})"),
+                format_args!("malformed packets: {}\n", malformed_name(pass)),
+            );
         }
         None => {
             let session = Session::open(pins)?;

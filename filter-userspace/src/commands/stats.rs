@@ -1,6 +1,6 @@
 //! `stats`: counters once, as JSON, or redrawn in place as rates.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -40,6 +40,7 @@ fn watch_stats(pins: &PinDir, json: bool, interval: f64, count: Option<u64>) -> 
         let mut ticker = tokio::time::interval(period);
         ticker.tick().await;
         let mut shown = 0u64;
+        let tty = std::io::stdout().is_terminal();
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
@@ -51,9 +52,15 @@ fn watch_stats(pins: &PinDir, json: bool, interval: f64, count: Option<u64>) -> 
             if json {
                 outln!("{}", serde_json::to_string(&now)?)?;
             } else {
-                // Redraw in place: cursor home, clear screen.
                 let mut out = std::io::stdout().lock();
-                write!(out, "\x1b[H\x1b[2J{}", render_rates(&prev, &now, secs))?;
+                if tty {
+                    // Redraw in place: cursor home, clear screen.
+                    write!(out, "\x1b[H\x1b[2J")?;
+                } else if shown > 0 {
+                    // A pipe or file gets the tables one after another.
+                    writeln!(out)?;
+                }
+                write!(out, "{}", render_rates(&prev, &now, secs))?;
                 out.flush()?;
             }
             prev = now;
@@ -78,7 +85,7 @@ pub fn render_table(stats: &[IfaceStats]) -> String {
             }
             s.push_str(&format!(
                 "{:<16} {:<20} {:>14} {:>16}\n",
-                iface.interface,
+                crate::text::name(&iface.interface),
                 reason.name(),
                 t.packets,
                 t.bytes
@@ -106,7 +113,7 @@ pub fn render_rates(prev: &[IfaceStats], now: &[IfaceStats], secs: f64) -> Strin
             let bps = t.bytes.saturating_sub(b.bytes) as f64 * 8.0 / secs;
             s.push_str(&format!(
                 "{:<16} {:<20} {:>14} {:>14.0} {:>14}\n",
-                iface.interface,
+                crate::text::name(&iface.interface),
                 reason.name(),
                 t.packets,
                 pps,

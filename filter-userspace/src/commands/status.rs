@@ -10,24 +10,35 @@ use filter_common::ListKind;
 use serde_json::json;
 
 use super::policy::malformed_name;
+use crate::error::is_not_loaded;
 use crate::outln;
 use crate::policy::limits::limit_id;
-use crate::state::attach::program_status;
+use crate::state::attach::{program_status, LinkState};
 use crate::state::{bans, raw, PinDir, Session};
+use crate::text;
+
+fn not_loaded(pins: &PinDir, json: bool) -> Result<()> {
+    if json {
+        outln!("{}", json!({"loaded": false}))?;
+    } else {
+        outln!(
+            "floodgate is not loaded (nothing pinned at {})",
+            pins.shown()
+        )?;
+    }
+    Ok(())
+}
 
 pub fn status(pins: &PinDir, json: bool) -> Result<()> {
-    let Some(prog) = program_status(pins)? else {
-        if json {
-            outln!("{}", json!({"loaded": false}))?;
-        } else {
-            outln!(
-                "floodgate is not loaded (nothing pinned at {})",
-                pins.root().display()
-            )?;
-        }
-        return Ok(());
+    // Under the lock: a `detach --all` in progress finishes first, and then nothing is loaded.
+    let session = match Session::open(pins) {
+        Ok(s) => s,
+        Err(e) if is_not_loaded(&e) => return not_loaded(pins, json),
+        Err(e) => return Err(e),
     };
-    let session = Session::open(pins)?;
+    let Some(prog) = program_status(pins)? else {
+        return not_loaded(pins, json);
+    };
     let snapshot = session.current()?;
     let pool = session.pool_nodes();
     drop(session);
@@ -121,23 +132,35 @@ pub fn status(pins: &PinDir, json: bool) -> Result<()> {
     outln!(
         "program id {} pinned at {}, generation {} in force",
         prog.program_id,
-        pins.prog().display(),
+        crate::text::path(&pins.prog()),
         snapshot.generation
     )?;
-    if prog.interfaces.is_empty() {
+    if !prog
+        .interfaces
+        .iter()
+        .any(|a| a.state == LinkState::Attached)
+    {
         outln!("attached to no interface")?;
     }
     for a in &prog.interfaces {
-        outln!(
-            "  {:<16} ifindex {:<6} {:<7} {}",
-            a.name,
-            a.ifindex,
-            a.mode,
-            if a.present {
-                "attached"
-            } else {
-                "interface gone (run `floodgate detach` to tidy up)"
+        let name = text::name(&a.name);
+        let state = match a.state {
+            LinkState::Attached if a.slot.is_none() => format!(
+                "attached, but not recorded: its packets count as 'other' (`floodgate attach {name}` records it)"
+            ),
+            LinkState::Attached if !a.present => {
+                "attached (renamed, or in another network namespace)".to_string()
             }
+            LinkState::Attached => "attached".to_string(),
+            LinkState::InterfaceGone => {
+                format!("interface gone (run `floodgate detach {name}` to tidy up)")
+            }
+            LinkState::Stale => "not attached: an attach or detach was cut short and left this record (the next `floodgate attach` or `detach` clears it)".to_string(),
+        };
+        outln!(
+            "  {name:<16} ifindex {:<6} {:<7} {state}",
+            a.ifindex,
+            a.mode
         )?;
     }
     match &policy.source {

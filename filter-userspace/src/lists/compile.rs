@@ -95,6 +95,20 @@ impl Region {
 /// IPv6 prefixes) 16384 adds no step to any walk, 1024 added up to three.
 pub const CHUNK_ITEMS: usize = 16384;
 
+#[cfg(test)]
+thread_local! {
+    /// Tests on this thread split chunks at this many items instead: links at every level
+    /// with lists small enough to check exhaustively.
+    pub static CHUNK_ITEMS_FOR_TEST: std::cell::Cell<usize> = const { std::cell::Cell::new(CHUNK_ITEMS) };
+}
+
+fn chunk_items() -> usize {
+    #[cfg(test)]
+    return CHUNK_ITEMS_FOR_TEST.with(|c| c.get());
+    #[cfg(not(test))]
+    CHUNK_ITEMS
+}
+
 /// A link from a chunk to another one: a skip node whose `base` is the first node of the
 /// chunk compiled from `items` (a range of the items the chunk was compiled from) for
 /// `region`.
@@ -208,7 +222,7 @@ pub fn compile_chunk(family: Family, region: Region, items: &[Item], leading_ski
     if !items.is_empty() {
         let depth = u32::from(region.depth);
         let node_depth = compressed_depth(family, depth, items);
-        let link = items.len() > CHUNK_ITEMS;
+        let link = items.len() > chunk_items();
         if leading_skip && node_depth > depth {
             b.skip_then_node(node_depth, items, CELL_NONE, 0, link);
         } else {
@@ -271,18 +285,17 @@ impl Builder {
             let c_cover = cell_cover[c];
             let mut value = c_cover;
             if let Some((a, b)) = deeper[c] {
+                // Entries that cannot raise the verdict (allow beats block beats none) change
+                // nothing below: a cell with none that can stays a leaf. Inside a chunk they
+                // are left out; a linked chunk keeps them, so that it depends on the entries
+                // of its region alone.
+                let raises = |i: &&Item| u64::from(i.verdict) > c_cover;
                 let inner: Vec<Item> = items[a..b]
                     .iter()
-                    .filter(|i| {
-                        u32::from(i.len) > child_depth
-                            // A linked chunk depends on its items alone; inside a chunk,
-                            // entries that cannot raise the verdict (allow beats block
-                            // beats none) change nothing below and are left out.
-                            && (link || u64::from(i.verdict) > c_cover)
-                    })
+                    .filter(|i| u32::from(i.len) > child_depth && (link || raises(i)))
                     .copied()
                     .collect();
-                if !inner.is_empty() {
+                if inner.iter().any(|i| raises(&i)) {
                     value = CELL_MIXED;
                     children.push((c_cover, inner, (a, b)));
                 }
@@ -544,6 +557,8 @@ pub struct Image {
     pub root: RootTables,
     pub nodes: Vec<Node>,
     pub meta: Vec<NodeMeta>,
+    /// Every chunk, by region (empty for an image assembled from a pool).
+    pub directory: BTreeMap<Region, Extent>,
 }
 
 impl Image {
@@ -586,6 +601,7 @@ impl Image {
             root: RootTables::of(&short, &partitions),
             nodes,
             meta,
+            directory,
         }
     }
 
@@ -873,13 +889,13 @@ mod tests {
         assert_eq!(image.lookup(lone ^ (1 << 81)), CELL_NONE, "/48 neighbour");
     }
 
-    /// Random entries of every length inside one /16 (or /8 for IPv4), crowded enough that
-    /// the partition splits into linked chunks.
+    /// Random entries of many lengths inside one /16 (10.1/16 or 2002::/16), crowded enough
+    /// that the partition splits into linked chunks.
     fn crowded(rng: &mut rand::rngs::StdRng, family: Family, n: usize) -> Vec<Item> {
         (0..n)
             .map(|_| {
                 let len: u8 = if family == Family::V4 {
-                    rng.random_range(17..=32)
+                    rng.random_range(22..=32)
                 } else {
                     *[20u8, 32, 40, 48, 56, 64, 96, 112, 127, 128]
                         .get(rng.random_range(0..10))
@@ -905,7 +921,11 @@ mod tests {
                 Item {
                     addr,
                     len,
-                    verdict: if rng.random_bool(0.2) {
+                    // Allows only where they cannot cover a whole linked region: the
+                    // verdicts inside linked chunks must come from the linked chunks.
+                    verdict: if len >= 40 - 12 * (family == Family::V4) as u8
+                        && rng.random_bool(0.2)
+                    {
                         CELL_ALLOW
                     } else {
                         CELL_BLOCK
@@ -950,5 +970,27 @@ mod tests {
                 assert_eq!(image.lookup(probe), reference(&items, probe), "{probe:#x}");
             }
         }
+    }
+
+    #[test]
+    fn entries_under_an_allowed_prefix_take_no_nodes_in_linked_chunks_either() {
+        // Review finding: links used to be made for cells whose entries cannot change the
+        // verdict (blocked /128s under an allowed /24): two nodes per entry.
+        CHUNK_ITEMS_FOR_TEST.with(|c| c.set(100));
+        let mut items: Vec<Item> = (0..20_000u128)
+            .map(|i| Item {
+                addr: (0x2002_0a00u128 << 96) | (i * 7919) << 20,
+                len: 128,
+                verdict: CELL_BLOCK as u8,
+            })
+            .collect();
+        items.push(item("2002:a00::/24", CELL_ALLOW));
+        let image = Image::compile(Family::V6, &sorted(items));
+        CHUNK_ITEMS_FOR_TEST.with(|c| c.set(CHUNK_ITEMS));
+        assert!(image.nodes.len() <= 3, "{} nodes", image.nodes.len());
+        assert_eq!(
+            image.lookup((0x2002_0a00u128 << 96) | 7919 << 20),
+            CELL_ALLOW
+        );
     }
 }

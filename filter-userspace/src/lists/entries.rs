@@ -21,10 +21,11 @@ const SHOWN_LINES: usize = 10;
 const MAX_BAD_LINES: usize = 10_000;
 /// Input read at most: a full list with comments is far smaller.
 const MAX_INPUT_BYTES: u64 = 1 << 30;
-/// Entries read at most (both families of a full list); one more is refused.
+/// Different entries read at most (both families of a full list); one more is refused.
 const MAX_ENTRIES: usize = 2 * LIST_CAPACITY as usize;
 
-/// Parse entries given as arguments; every bad one is reported and nothing is returned.
+/// Parse entries given as arguments; the bad ones are reported (the first ten, then how many
+/// more) and nothing is returned.
 pub fn parse_args(texts: &[String]) -> Result<Vec<Prefix>> {
     let mut out = Vec::new();
     let mut errors = Vec::new();
@@ -34,10 +35,13 @@ pub fn parse_args(texts: &[String]) -> Result<Vec<Prefix>> {
             Err(e) => errors.push(e),
         }
     }
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(usage(format!("{}; nothing was changed", errors.join("; "))))
+    match errors.len() {
+        0 => Ok(out),
+        1 => Err(usage(format!("{}; nothing was changed", errors[0]))),
+        n => Err(usage(format!(
+            "{n} invalid entries: {}; nothing was changed",
+            crate::text::capped(errors, "; ")
+        ))),
     }
 }
 
@@ -46,23 +50,43 @@ pub fn read_list_file(path: &Path) -> Result<Vec<Prefix>> {
     if path == Path::new("-") {
         return read_list(std::io::stdin().lock(), "<stdin>");
     }
+    let shown = crate::text::path(path);
     let file = std::fs::File::open(path).map_err(|e| {
         usage(format!(
-            "cannot read list file {}: {e}; give a readable file, or - for standard input",
-            path.display()
+            "cannot read list file {shown}: {e}; give a readable file, or - for standard input"
         ))
     })?;
     if file.metadata().is_ok_and(|m| m.is_dir()) {
         return Err(usage(format!(
-            "{} is a directory; give a list file (one entry per line)",
-            path.display()
+            "{shown} is a directory; give a list file (one entry per line)"
         )));
     }
-    read_list(file, &path.display().to_string())
+    read_list(file, &shown)
 }
 
 /// Read list-file text from `input`; `name` is how messages call it.
 pub fn read_list(input: impl Read, name: &str) -> Result<Vec<Prefix>> {
+    read_list_capped(input, name, MAX_ENTRIES)
+}
+
+/// Sort and deduplicate `entries`; refuse more than `cap` different ones.
+fn dedup_within(entries: &mut Vec<Prefix>, cap: usize, name: &str, line: usize) -> Result<()> {
+    entries.sort_unstable();
+    entries.dedup();
+    if entries.len() > cap {
+        return Err(usage(format!(
+            "{name} holds more than {cap} different entries (counted up to line {line}); a list holds at most {LIST_CAPACITY} per address family; nothing was changed"
+        )));
+    }
+    Ok(())
+}
+
+/// [`read_list`] keeping at most `cap` different entries. Lines are buffered up to a quarter
+/// more than `cap`; a full buffer is deduplicated (overlapping feeds concatenated repeat most
+/// entries) and only more than `cap` different entries are refused, so memory stays bounded
+/// whatever the number of lines.
+fn read_list_capped(input: impl Read, name: &str, cap: usize) -> Result<Vec<Prefix>> {
+    let buffered = cap + cap / 4;
     let mut reader = BufReader::with_capacity(1 << 16, input);
     let mut entries = Vec::new();
     let mut errors: Vec<LineError> = Vec::new();
@@ -70,6 +94,7 @@ pub fn read_list(input: impl Read, name: &str) -> Result<Vec<Prefix>> {
     let mut line = Vec::with_capacity(MAX_LINE_BYTES + 1);
     let mut number = 0usize;
     let mut total = 0u64;
+    let mut stopped = None;
     let fail = |msg: String| -> anyhow::Error { usage(format!("{msg}; nothing was changed")) };
     loop {
         line.clear();
@@ -112,10 +137,13 @@ pub fn read_list(input: impl Read, name: &str) -> Result<Vec<Prefix>> {
         match result {
             None => {}
             Some(Ok(p)) => {
-                if entries.len() == MAX_ENTRIES {
-                    return Err(fail(format!(
-                        "{name} holds more than {MAX_ENTRIES} entries; a list holds at most {LIST_CAPACITY} per address family"
-                    )));
+                if entries.len() == buffered {
+                    dedup_within(&mut entries, cap, name, number)?;
+                }
+                if entries.len() == entries.capacity() {
+                    // Grow by doubling, but never past the buffer.
+                    let want = (entries.len() * 2).max(1024).min(buffered);
+                    entries.reserve_exact(want - entries.len());
                 }
                 entries.push(p);
             }
@@ -128,25 +156,46 @@ pub fn read_list(input: impl Read, name: &str) -> Result<Vec<Prefix>> {
                     });
                 }
                 if bad == MAX_BAD_LINES {
-                    return Err(fail(format!(
-                        "{name}: stopped reading at line {number} after {bad} invalid lines; is it a list file (one address or CIDR per line)?"
-                    )));
+                    // Stopped only if there is more to read.
+                    let more = reader
+                        .fill_buf()
+                        .map_err(|e| anyhow::anyhow!("cannot read {name}: {e}"))?;
+                    if !more.is_empty() {
+                        stopped = Some(number);
+                        break;
+                    }
                 }
             }
         }
     }
     if bad == 0 {
+        if entries.len() > cap {
+            dedup_within(&mut entries, cap, name, number)?;
+        }
         return Ok(entries);
     }
-    let mut msg = format!(
-        "{name}: {bad} invalid line{}; nothing was changed",
-        if bad == 1 { "" } else { "s" }
-    );
+    let mut msg = match stopped {
+        Some(at) => format!(
+            "{name}: stopped reading at line {at} after {bad} invalid lines: is it a list file (one address or CIDR per line)? Nothing was changed"
+        ),
+        None => format!(
+            "{name}: {}; nothing was changed",
+            crate::text::count(bad, "invalid line", "invalid lines")
+        ),
+    };
     for e in &errors {
         msg.push_str(&format!("\n  {name}:{}: {}", e.line, e.message));
     }
     if bad > errors.len() {
-        msg.push_str(&format!("\n  ... and {} more", bad - errors.len()));
+        msg.push_str(&format!(
+            "\n  ... and {} more{}",
+            bad - errors.len(),
+            if stopped.is_some() {
+                " (the rest of the input was not read)"
+            } else {
+                ""
+            }
+        ));
     }
     Err(usage(msg))
 }
@@ -201,10 +250,67 @@ mod tests {
         // Blank lines are fine; the endless 'x' line is what stops it.
         assert!(format!("{}", err.unwrap_err()).contains("pipe:65537: line longer"));
         let bad = b"nope\n".repeat(20_000);
-        let err = read(&bad).unwrap_err();
+        let err = format!("{:#}", read(&bad).unwrap_err());
         assert!(
-            format!("{err}").contains("after 10000 invalid lines"),
+            err.contains("stopped reading at line 10000 after 10000 invalid lines"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn stopping_after_many_bad_lines_still_shows_the_first_ten() {
+        let mut text = b"192.0.2.1\n".to_vec();
+        for i in 0..20_000 {
+            text.extend_from_slice(format!("bad{i}\n").as_bytes());
+        }
+        let err = format!("{:#}", read(&text).unwrap_err());
+        assert!(err.contains("stopped reading at line 10001"), "{err}");
+        assert_eq!(err.matches("\n  test.txt:").count(), 10, "{err}");
+        assert!(
+            err.contains("test.txt:2: ") && err.contains("bad0"),
+            "{err}"
+        );
+        assert!(err.contains("... and 9990 more"), "{err}");
+    }
+
+    #[test]
+    fn input_ending_at_the_bad_line_bound_is_not_said_to_be_cut() {
+        let text = b"nope\n".repeat(10_000);
+        let err = format!("{:#}", read(&text).unwrap_err());
+        assert!(!err.contains("stopped"), "{err}");
+        assert!(err.contains("10000 invalid lines"), "{err}");
+        assert_eq!(err.matches("\n  test.txt:").count(), 10, "{err}");
+    }
+
+    #[test]
+    fn repeated_entries_count_once_against_the_cap() {
+        // 100 different entries, each on 7 lines: 700 lines, more than the buffer of 125.
+        let mut text = String::new();
+        for _ in 0..7 {
+            for i in 0..100 {
+                text.push_str(&format!("192.0.2.{i}\n"));
+            }
+        }
+        let mut got = read_list_capped(text.as_bytes(), "feeds", 100).unwrap();
+        got.sort_unstable();
+        got.dedup();
+        assert_eq!(got.len(), 100);
+    }
+
+    #[test]
+    fn more_different_entries_than_the_cap_are_refused() {
+        let text: String = (0..101).map(|i| format!("192.0.2.{i}\n")).collect();
+        let err = read_list_capped(text.as_bytes(), "feeds", 100).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("more than 100 different entries"),
+            "{err:#}"
+        );
+        // Also when the buffer fills and is deduplicated on the way.
+        let text: String = (0..200).map(|i| format!("10.0.{i}.0/24\n")).collect();
+        let err = read_list_capped(text.as_bytes(), "feeds", 100).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("counted up to line 126"),
+            "{err:#}"
         );
     }
 

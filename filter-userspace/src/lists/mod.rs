@@ -136,7 +136,7 @@ pub fn edit_lists(old: &Snapshot, origin: Origin, kind: ListKind, edit: Edit) ->
                 return Err(usage(format!(
                     "not on the {} list: {}; nothing was changed (see `floodgate {} list`){hint}",
                     kind.name(),
-                    absent.join(", "),
+                    crate::text::capped(absent, ", "),
                     kind.name()
                 )));
             }
@@ -266,13 +266,22 @@ fn compile_all(jobs: &[Job], changed: &[[Vec<Entry>; 2]; 2]) -> Vec<Built> {
     }
     let chunk = jobs.len().div_ceil(threads);
     std::thread::scope(|s| {
-        let handles: Vec<_> = jobs
+        // A part whose thread cannot start (thread limit, no memory for a stack) is compiled
+        // here, after the others started.
+        let started: Vec<_> = jobs
             .chunks(chunk)
-            .map(|part| s.spawn(move || part.iter().map(one).collect::<Vec<_>>()))
+            .map(|part| {
+                let spawned = std::thread::Builder::new()
+                    .spawn_scoped(s, move || part.iter().map(one).collect::<Vec<_>>());
+                (part, spawned.ok())
+            })
             .collect();
-        handles
+        started
             .into_iter()
-            .flat_map(|h| h.join().expect("compiler thread panicked"))
+            .flat_map(|(part, handle)| match handle {
+                Some(h) => h.join().expect("compiler thread panicked"),
+                None => part.iter().map(one).collect(),
+            })
             .collect()
     })
 }
@@ -459,6 +468,7 @@ mod tests {
                 root: plan.roots[0][family as usize].clone(),
                 nodes: std::mem::take(&mut self.nodes),
                 meta: std::mem::take(&mut self.meta),
+                directory: Default::default(),
             }
         }
 
@@ -558,9 +568,11 @@ mod tests {
         assert!(format!("{err}").contains("nothing was changed"), "{err}");
     }
 
-    #[test]
-    fn incremental_changes_match_a_fresh_compile() {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    /// Random edits, round after round: the pool must read as a fresh compile of the lists,
+    /// and (chunk for chunk) hold exactly the chunks a fresh compile makes.
+    fn incremental_rounds(seed: u64, chunk_items: usize) {
+        compile::CHUNK_ITEMS_FOR_TEST.with(|c| c.set(chunk_items));
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let mut pool = Pool::new(1 << 16);
         let mut s = Snapshot::default();
         for round in 0..40 {
@@ -633,6 +645,14 @@ mod tests {
                 }
                 items.sort_unstable();
                 let fresh = Image::compile(family, &items);
+                let sizes = |d: &BTreeMap<Region, Extent>| -> Vec<(Region, u32)> {
+                    d.iter().map(|(r, e)| (*r, e.count)).collect()
+                };
+                assert_eq!(
+                    sizes(&s.chunks[0][family as usize]),
+                    sizes(&fresh.directory),
+                    "round {round} {family:?}: the chunks differ from a fresh compile's"
+                );
                 let seen = pool.image(&plan, family);
                 for _ in 0..2000 {
                     let mut probe: u128 = if rng.random_bool(0.7) && !items.is_empty() {
@@ -658,6 +678,20 @@ mod tests {
                 }
                 pool.restore(seen);
             }
+        }
+    }
+
+    #[test]
+    fn incremental_changes_match_a_fresh_compile() {
+        incremental_rounds(5, compile::CHUNK_ITEMS);
+    }
+
+    #[test]
+    fn incremental_changes_with_links_at_every_level_match_a_fresh_compile() {
+        // Chunks of at most 3 entries: every change goes through links, kept chunks, and
+        // chunks that switch between linked and inline.
+        for seed in 0..4 {
+            incremental_rounds(100 + seed, 3);
         }
     }
 

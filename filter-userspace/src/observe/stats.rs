@@ -7,7 +7,7 @@ use anyhow::Result;
 use filter_common::{Counter, Reason, MAX_INTERFACES, REASON_SLOTS};
 use serde::Serialize;
 
-use crate::state::attach::attached;
+use crate::state::attach::{attached, LinkState};
 use crate::state::{maps, PinDir};
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
@@ -43,9 +43,11 @@ pub fn read(pins: &PinDir) -> Result<Vec<IfaceStats>> {
             a.bytes += b.bytes;
         },
     )?;
+    // Interfaces with a counter slot; a stale record (nothing attached) counts nothing.
     let mut slots: Vec<(u32, String)> = attached(pins)?
         .into_iter()
-        .map(|a| (a.slot, a.name))
+        .filter(|a| a.state != LinkState::Stale)
+        .filter_map(|a| Some((a.slot?, a.name)))
         .collect();
     slots.push((0, "other".to_string()));
     let mut out = Vec::new();

@@ -119,8 +119,10 @@ pub struct RawRule {
     pub name: Spanned<String>,
     pub action: Option<Spanned<String>>,
     pub protocol: Option<Spanned<String>>,
-    pub dst_ports: Option<Spanned<OneOrMany<Spanned<NumOrRange>>>>,
-    pub src_ports: Option<Spanned<OneOrMany<Spanned<NumOrRange>>>>,
+    // (No `Spanned` inside an untagged enum: toml cannot buffer it. A bad port is reported
+    // at the key.)
+    pub dst_ports: Option<Spanned<OneOrMany<NumOrRange>>>,
+    pub src_ports: Option<Spanned<OneOrMany<NumOrRange>>>,
     pub tcp_flags: Option<Spanned<String>>,
     pub preset: Option<Spanned<String>>,
     pub length: Option<Spanned<NumOrRange>>,

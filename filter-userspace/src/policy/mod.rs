@@ -241,14 +241,26 @@ fn range_of(
     lo: u32,
     hi: u32,
 ) -> Option<(u32, u32)> {
+    range_at(r, v.get_ref(), v.span(), what, lo, hi)
+}
+
+/// As [`range_of`], for a value found at `span`.
+fn range_at(
+    r: &mut Reporter,
+    v: &NumOrRange,
+    span: std::ops::Range<usize>,
+    what: &str,
+    lo: u32,
+    hi: u32,
+) -> Option<(u32, u32)> {
     let bad = |r: &mut Reporter, shown: String| {
         r.at(
-            v.span(),
+            span.clone(),
             format!("{what} '{shown}' is not a number or range between {lo} and {hi}; expected e.g. {lo} or \"{lo}-{hi}\""),
         );
         None
     };
-    match v.get_ref() {
+    match v {
         NumOrRange::Num(n) => {
             if *n < i64::from(lo) || *n > i64::from(hi) {
                 return bad(r, n.to_string());
@@ -395,7 +407,7 @@ fn check_rule(
             }
             let mut ranges = Vec::new();
             for p in ports.get_ref().clone().into_vec() {
-                if let Some(range) = range_of(r, &p, "port", 0, 65535) {
+                if let Some(range) = range_at(r, &p, ports.span(), "port", 0, 65535) {
                     ranges.push(range);
                 }
             }
@@ -779,11 +791,38 @@ mod tests {
     #[test]
     fn the_example_documents_every_key() {
         for key in [
-            "malformed", "[interfaces]", "names", "mode", "[lists]", "block", "allow",
-            "block_files", "allow_files", "protected", "[[limit]]", "name", "class", "per",
-            "pps", "bps", "burst", "prefix_v4", "prefix_v6", "ban_seconds",
-            "known_sources_first", "[[rule]]", "action", "protocol", "dst_ports",
-            "src_ports", "tcp_flags", "preset", "length", "ttl", "icmp_type", "fragments",
+            "malformed",
+            "[interfaces]",
+            "names",
+            "mode",
+            "[lists]",
+            "block",
+            "allow",
+            "block_files",
+            "allow_files",
+            "protected",
+            "[[limit]]",
+            "name",
+            "class",
+            "per",
+            "pps",
+            "bps",
+            "burst",
+            "prefix_v4",
+            "prefix_v6",
+            "ban_seconds",
+            "known_sources_first",
+            "[[rule]]",
+            "action",
+            "protocol",
+            "dst_ports",
+            "src_ports",
+            "tcp_flags",
+            "preset",
+            "length",
+            "ttl",
+            "icmp_type",
+            "fragments",
         ] {
             let assigned = format!("\n{key} =");
             assert!(
@@ -800,7 +839,10 @@ mod tests {
         assert_eq!(got.len(), 1, "{got:?}");
         assert!(got[0].starts_with("3:9: "), "{got:?}");
         assert!(got[0].contains("tcp-ack"), "{got:?}");
-        assert!(got[0].contains("tcp-syn"), "names what is expected: {got:?}");
+        assert!(
+            got[0].contains("tcp-syn"),
+            "names what is expected: {got:?}"
+        );
     }
 
     #[test]
@@ -809,7 +851,10 @@ mod tests {
         let got = problems(text);
         assert_eq!(got.len(), 3, "{got:?}");
         assert!(got[0].starts_with("2:10: "), "{got:?}");
-        assert!(got[2].starts_with("7:13: ") && got[2].contains("70000"), "{got:?}");
+        assert!(
+            got[2].starts_with("7:13: ") && got[2].contains("70000"),
+            "{got:?}"
+        );
     }
 
     #[test]
@@ -831,7 +876,10 @@ mod tests {
         let limit = |bps: &str| {
             format!("[[limit]]\nname = \"l\"\nclass = \"udp\"\nper = \"global\"\nbps = {bps}\n")
         };
-        assert_eq!(check(&limit("\"10M\"")).unwrap().limits[0].bps, Some(10_000_000));
+        assert_eq!(
+            check(&limit("\"10M\"")).unwrap().limits[0].bps,
+            Some(10_000_000)
+        );
         assert_eq!(check(&limit("\"1.5k\"")).unwrap().limits[0].bps, Some(1500));
         assert_eq!(check(&limit("800")).unwrap().limits[0].bps, Some(800));
         assert!(problems(&limit("\"10X\""))[0].contains("\"10M\""));
@@ -855,10 +903,14 @@ mod tests {
     #[test]
     fn matches_must_fit_the_protocol() {
         let got = problems("[[rule]]\nname = \"r\"\nprotocol = \"udp\"\ntcp_flags = \"SYN\"\n");
-        assert!(got[0].contains("tcp_flags needs protocol = \"tcp\""), "{got:?}");
+        assert!(
+            got[0].contains("tcp_flags needs protocol = \"tcp\""),
+            "{got:?}"
+        );
         let got = problems("[[rule]]\nname = \"r\"\nprotocol = \"icmp\"\ndst_ports = 53\n");
         assert!(got[0].contains("dst_ports needs protocol"), "{got:?}");
-        let got = problems("[[rule]]\nname = \"r\"\nprotocol = \"tcp\"\ntcp_flags = \"SYN,!SYN\"\n");
+        let got =
+            problems("[[rule]]\nname = \"r\"\nprotocol = \"tcp\"\ntcp_flags = \"SYN,!SYN\"\n");
         assert!(got[0].contains("both required and refused"), "{got:?}");
     }
 
@@ -871,15 +923,24 @@ mod tests {
     #[test]
     fn a_preset_takes_no_other_match() {
         let got = problems("[[rule]]\nname = \"r\"\npreset = \"reflection\"\ndst_ports = 53\n");
-        assert!(got[0].contains("takes only name, action and mode"), "{got:?}");
+        assert!(
+            got[0].contains("takes only name, action and mode"),
+            "{got:?}"
+        );
         let got = problems("[[rule]]\nname = \"r\"\npreset = \"amplification\"\n");
-        assert!(got[0].contains("\"reflection\" or \"tcp-flags\""), "{got:?}");
+        assert!(
+            got[0].contains("\"reflection\" or \"tcp-flags\""),
+            "{got:?}"
+        );
     }
 
     #[test]
     fn a_missing_list_file_is_named() {
         let got = problems("[lists]\nblock_files = [\"/nonexistent/list.txt\"]\n");
-        assert!(got[0].starts_with("2:16: ") && got[0].contains("/nonexistent/list.txt"), "{got:?}");
+        assert!(
+            got[0].starts_with("2:16: ") && got[0].contains("/nonexistent/list.txt"),
+            "{got:?}"
+        );
     }
 
     #[test]

@@ -51,8 +51,36 @@ pub struct Session {
     pub pins: PinDir,
     _locked: Locked,
     maps: ListMaps,
-    /// A grace period under way: it must end before anything is written.
-    grace: Option<std::thread::JoinHandle<()>>,
+    /// The grace period a change must see end before it writes anything.
+    grace: Grace,
+}
+
+/// Where the grace period of a change stands.
+enum Grace {
+    /// None was needed or started (a session for reading, or a clean inactive set).
+    None,
+    /// Under way on its own thread, overlapping the planning.
+    Running(std::thread::JoinHandle<()>),
+    /// Over (waited for on this thread when no thread could be started).
+    Over,
+}
+
+impl Grace {
+    /// Start a grace period on its own thread; if the thread cannot be started (a memory
+    /// limit, say), wait for it here: slower, never wrong.
+    fn start() -> Grace {
+        match std::thread::Builder::new()
+            .name("grace-period".into())
+            .spawn(grace_period)
+        {
+            Ok(handle) => Grace::Running(handle),
+            Err(e) => {
+                debug!("cannot start a thread for the grace period ({e}); waiting here");
+                grace_period();
+                Grace::Over
+            }
+        }
+    }
 }
 
 /// Wait until every XDP program run that started before now has finished: membarrier's global
@@ -86,7 +114,7 @@ impl Session {
             pins: pins.clone(),
             _locked: locked,
             maps,
-            grace: None,
+            grace: Grace::None,
         })
     }
 
@@ -98,15 +126,18 @@ impl Session {
         let word = s.word();
         remove_other_snapshots(&s.pins, state::generation(word))?;
         if state::is_dirty(word, 1 - state::active(word)) {
-            s.grace = Some(std::thread::spawn(grace_period));
+            s.grace = Grace::start();
         }
         Ok(s)
     }
 
     /// Wait for the grace period started at open, if any.
     fn settle(&mut self) {
-        if let Some(g) = self.grace.take() {
-            let _ = g.join();
+        if let Grace::Running(g) = std::mem::replace(&mut self.grace, Grace::Over) {
+            if g.join().is_err() {
+                // The thread panicked before the grace period surely ended: wait again.
+                grace_period();
+            }
         }
     }
 
@@ -162,7 +193,7 @@ impl Session {
         let active = state::active(word);
         let inactive = 1 - active;
         debug_assert_eq!(plan.snapshot.generation, generation + 1);
-        if state::is_dirty(word, inactive) && self.grace.is_none() {
+        if state::is_dirty(word, inactive) && matches!(self.grace, Grace::None) {
             bail!("internal error: a change in a session not opened for change");
         }
         plan.snapshot.store(&self.pins)?;
@@ -260,7 +291,7 @@ fn remove_other_snapshots(pins: &PinDir, keep: u64) -> Result<()> {
         };
         if generation != keep {
             std::fs::remove_file(entry.path())
-                .with_context(|| format!("cannot remove {}", entry.path().display()))?;
+                .with_context(|| format!("cannot remove {}", crate::text::path(&entry.path())))?;
         }
     }
     Ok(())

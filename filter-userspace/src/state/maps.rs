@@ -95,7 +95,7 @@ impl ListMaps {
             );
         }
         Ok(Self {
-            state: map(pins, names::STATE, Some(1))?,
+            state: map(pins, names::STATE, Some(names::STATE_ENTRIES))?,
             root: map(pins, names::LIST_ROOT, Some(ROOT_TABLE_WORDS))?,
             parts: map(pins, names::LIST_PARTS, Some(PARTS_ENTRIES))?,
             nodes,

@@ -6,6 +6,7 @@ pub mod attach;
 pub mod bans;
 pub mod generation;
 pub mod maps;
+pub mod netlink;
 pub mod pins;
 pub mod raw;
 pub mod snapshot;

@@ -7,13 +7,15 @@
 
 use std::ffi::CString;
 use std::fs::File;
+use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use aya::maps::MapData;
 
-use crate::error::usage;
+use crate::error::{usage, NotLoaded};
+use crate::text;
 
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/floodgate";
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -67,40 +69,43 @@ pub enum Access {
 }
 
 impl Locked {
-    /// A loaded filter's directory; creates nothing.
+    /// A loaded filter's directory; creates nothing. Fails with [`NotLoaded`] when nothing is
+    /// loaded, also when the filter was removed while this command waited for the lock.
     pub fn loaded(pins: &PinDir, access: Access) -> Result<Locked> {
         pins.require_loaded()?;
         pins.check_bpffs(false)?;
-        let lock = pins.lock_dir(access)?;
+        let Some(lock) = pins.lock_dir(access, false)? else {
+            return Err(pins.not_loaded());
+        };
         // The filter may have been unloaded while we waited for the lock.
         pins.require_loaded()?;
         pins.require_current_layout()?;
         Ok(Locked { _lock: lock })
     }
 
-    /// An existing directory, loaded or not (for `detach --all`).
-    pub fn existing(pins: &PinDir) -> Result<Locked> {
+    /// An existing directory, loaded or not (for `detach --all`); `None` if there is none,
+    /// also when it was removed while this command waited for the lock.
+    pub fn existing(pins: &PinDir) -> Result<Option<Locked>> {
+        if !pins.root.exists() {
+            return Ok(None);
+        }
         pins.check_bpffs(false)?;
-        Ok(Locked {
-            _lock: pins.lock_dir(Access::Write)?,
-        })
+        Ok(pins
+            .lock_dir(Access::Write, false)?
+            .map(|lock| Locked { _lock: lock }))
     }
 
-    /// Create the directory tree if needed (first attach) and lock it.
+    /// Create the directory tree if needed (first attach) and lock it; if `detach --all`
+    /// removes it while this command waits, it is created again.
     pub fn creating(pins: &PinDir) -> Result<Locked> {
         pins.check_bpffs(true)?;
-        for dir in [
-            pins.root.clone(),
-            pins.maps_dir(),
-            pins.links_dir(),
-            pins.state_dir(),
-        ] {
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("cannot create pin directory {}", dir.display()))?;
+        match pins.lock_dir(Access::Write, true)? {
+            Some(lock) => Ok(Locked { _lock: lock }),
+            None => bail!(
+                "{} keeps disappearing while floodgate creates it",
+                pins.shown()
+            ),
         }
-        Ok(Locked {
-            _lock: pins.lock_dir(Access::Write)?,
-        })
     }
 }
 
@@ -114,7 +119,7 @@ impl PinDir {
             ));
         }
         let root = std::path::absolute(&root)
-            .with_context(|| format!("cannot resolve the pin directory {}", root.display()))?;
+            .with_context(|| format!("cannot resolve the pin directory {}", text::path(&root)))?;
         Ok(Self { root })
     }
 
@@ -154,13 +159,20 @@ impl PinDir {
         self.prog().exists()
     }
 
-    /// Fail with instructions unless the filter has been loaded (by `floodgate attach`).
+    /// The directory as messages show it (control characters escaped).
+    pub fn shown(&self) -> String {
+        text::path(&self.root)
+    }
+
+    fn not_loaded(&self) -> anyhow::Error {
+        anyhow::Error::new(NotLoaded(text::path(&self.prog())))
+    }
+
+    /// Fail with instructions ([`NotLoaded`]) unless the filter has been loaded (by
+    /// `floodgate attach`).
     pub fn require_loaded(&self) -> Result<()> {
         if !self.is_loaded() {
-            bail!(
-                "floodgate is not loaded (no pinned program at {}); run `floodgate attach IFACE` first",
-                self.prog().display()
-            );
+            return Err(self.not_loaded());
         }
         Ok(())
     }
@@ -182,32 +194,67 @@ impl PinDir {
         if !is_bpffs(probe) {
             bail!(
                 "{} is not on a BPF filesystem (bpffs): pins can only live on bpffs; use a --pin-dir under /sys/fs/bpf",
-                self.root.display()
+                self.shown()
             );
         }
         Ok(())
     }
 
-    /// Lock the directory now at the path. A command that queued behind `detach --all` holds
-    /// the removed directory; it must not go on beside whoever locks a new one there.
-    fn lock_dir(&self, access: Access) -> Result<Lock> {
+    fn create_tree(&self) -> Result<()> {
+        for dir in [
+            self.root.clone(),
+            self.maps_dir(),
+            self.links_dir(),
+            self.state_dir(),
+        ] {
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create pin directory {}", text::path(&dir)))?;
+        }
+        Ok(())
+    }
+
+    /// Lock the directory now at the path (creating it first with `create`); `None` if there
+    /// is none. A command that queued behind `detach --all` holds the removed directory; it
+    /// must not go on beside whoever locks a new one there. When another command holds the
+    /// lock, say so once before waiting: a stopped holder must not leave us silent forever.
+    fn lock_dir(&self, access: Access, create: bool) -> Result<Option<Lock>> {
         use std::os::unix::fs::MetadataExt;
         let how = match access {
             Access::Read => libc::LOCK_SH,
             Access::Write => libc::LOCK_EX,
         };
+        let mut announced = false;
         for _ in 0..100 {
-            let dir = File::open(&self.root)
-                .with_context(|| format!("cannot open pin directory {}", self.root.display()))?;
-            // SAFETY: flock on a file descriptor we own.
-            if unsafe { libc::flock(dir.as_raw_fd(), how) } != 0 {
-                return Err(std::io::Error::last_os_error())
-                    .with_context(|| format!("cannot lock {}", self.root.display()));
+            if create {
+                self.create_tree()?;
+            }
+            let dir = match File::open(&self.root) {
+                Ok(dir) => dir,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("cannot open pin directory {}", self.shown()))
+                }
+            };
+            if !try_flock(&dir, how | libc::LOCK_NB)
+                .with_context(|| format!("cannot lock {}", self.shown()))?
+            {
+                if !announced {
+                    announced = true;
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "floodgate: waiting for the lock on {} (another floodgate command holds it)",
+                        self.shown()
+                    );
+                }
+                while !try_flock(&dir, how)
+                    .with_context(|| format!("cannot lock {}", self.shown()))?
+                {}
             }
             let held = dir.metadata()?;
             match std::fs::metadata(&self.root) {
                 Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => {
-                    return Ok(Lock { _dir: dir });
+                    return Ok(Some(Lock { _dir: dir }));
                 }
                 // Replaced or removed while we waited: lock what is there now.
                 _ => continue,
@@ -215,7 +262,7 @@ impl PinDir {
         }
         bail!(
             "{} keeps being replaced while floodgate waits for its lock",
-            self.root.display()
+            self.shown()
         )
     }
 
@@ -225,15 +272,37 @@ impl PinDir {
         if let Some(missing) = filter_common::maps::pinned_maps().find(|m| !self.map(m).exists()) {
             bail!(
                 "{} holds a filter pinned by another floodgate version (it has no map {missing}): run `floodgate detach --all` and attach again (this removes its lists: save them first with `floodgate block list > FILE` using that version)",
-                self.root.display()
+                self.shown()
+            );
+        }
+        let layout = self.pinned_layout()?;
+        if layout != Some(filter_common::maps::LAYOUT_VERSION) {
+            bail!(
+                "{} holds a filter pinned by another floodgate version (map layout {}, this floodgate writes layout {}): run `floodgate detach --all` and attach again (this removes its lists: save them first with `floodgate block list > FILE` using that version)",
+                self.shown(),
+                layout.map_or_else(|| "1".to_string(), |l| l.to_string()),
+                filter_common::maps::LAYOUT_VERSION
             );
         }
         Ok(())
     }
 
+    /// The layout version in the pinned `STATE` map; `None` for a map without one (the first
+    /// layout had a single entry).
+    fn pinned_layout(&self) -> Result<Option<u64>> {
+        use filter_common::maps::{STATE, STATE_LAYOUT};
+        let map = aya::maps::Array::<MapData, u64>::try_from(aya::maps::Map::Array(
+            self.open_map(STATE)?,
+        ))?;
+        if map.len() <= STATE_LAYOUT {
+            return Ok(None);
+        }
+        Ok(Some(map.get(&STATE_LAYOUT, 0)?))
+    }
+
     pub fn open_map_at(&self, path: &Path) -> Result<MapData> {
         MapData::from_pin(path)
-            .with_context(|| format!("cannot open pinned map {}", path.display()))
+            .with_context(|| format!("cannot open pinned map {}", text::path(path)))
     }
 
     pub fn open_map(&self, name: &str) -> Result<MapData> {
@@ -241,9 +310,25 @@ impl PinDir {
         MapData::from_pin(&path).with_context(|| {
             format!(
                 "cannot open pinned map {}; is floodgate attached? (`floodgate status`)",
-                path.display()
+                text::path(&path)
             )
         })
+    }
+}
+
+/// flock; false when it would block (with LOCK_NB). Interrupted calls are retried.
+fn try_flock(file: &File, how: libc::c_int) -> std::io::Result<bool> {
+    loop {
+        // SAFETY: flock on a file descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), how) } == 0 {
+            return Ok(true);
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EWOULDBLOCK) if how & libc::LOCK_NB != 0 => return Ok(false),
+            _ => return Err(e),
+        }
     }
 }
 

@@ -217,10 +217,26 @@ pub fn create_mmapable_array<T: Pod>(name: &str, entries: u32) -> io::Result<Map
     MapData::create(obj, name, None).map_err(io::Error::other)
 }
 
+/// What a pinned bpf_link is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkInfo {
+    /// The program it runs.
+    pub prog_id: u32,
+    /// For an XDP link, the interface it is attached to; 0 once that interface has gone.
+    pub ifindex: u32,
+    pub is_xdp: bool,
+}
+
 /// The program a pinned bpf_link runs, if `path` is a link pin.
 pub fn link_prog_id(path: &std::path::Path) -> Option<u32> {
+    link_info(path).map(|l| l.prog_id)
+}
+
+/// What the bpf_link pinned at `path` is, if it is one.
+pub fn link_info(path: &std::path::Path) -> Option<LinkInfo> {
     const BPF_OBJ_GET: libc::c_long = 7;
     const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    const BPF_LINK_TYPE_XDP: u32 = 6;
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
     // bpf_attr for BPF_OBJ_GET: pathname, bpf_fd, file_flags.
     let mut get = [0u64; 3];
@@ -239,7 +255,14 @@ pub fn link_prog_id(path: &std::path::Path) -> Option<u32> {
     }
     // SAFETY: a new fd the kernel gave us, closed on drop.
     let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
-    // struct bpf_link_info begins with type, id, prog_id (u32 each).
+    // A map or program pin answers BPF_OBJ_GET_INFO_BY_FD too, with another layout: only a
+    // link's fdinfo has a link_id line.
+    let fdinfo = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()?;
+    if !fdinfo.lines().any(|l| l.starts_with("link_id:")) {
+        return None;
+    }
+    // struct bpf_link_info: type, id, prog_id (u32 each), then a union aligned to 8 bytes
+    // whose `xdp` member is the ifindex.
     let mut info = [0u32; 16];
     #[repr(C)]
     struct InfoAttr {
@@ -261,7 +284,15 @@ pub fn link_prog_id(path: &std::path::Path) -> Option<u32> {
             std::mem::size_of::<InfoAttr>(),
         )
     };
-    (rc == 0).then_some(info[2])
+    if rc != 0 {
+        return None;
+    }
+    let is_xdp = info[0] == BPF_LINK_TYPE_XDP;
+    Some(LinkInfo {
+        prog_id: info[2],
+        ifindex: if is_xdp { info[4] } else { 0 },
+        is_xdp,
+    })
 }
 
 /// Kernel memory charged for a map (the `memlock` bpftool shows), from /proc/self/fdinfo.

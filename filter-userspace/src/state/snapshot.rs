@@ -607,10 +607,10 @@ impl Snapshot {
         let path = pins.snapshot(self.generation);
         if path.exists() {
             std::fs::remove_file(&path)
-                .with_context(|| format!("cannot remove {}", path.display()))?;
+                .with_context(|| format!("cannot remove {}", crate::text::path(&path)))?;
         }
         map.pin(&path)
-            .with_context(|| format!("cannot pin {}", path.display()))?;
+            .with_context(|| format!("cannot pin {}", crate::text::path(&path)))?;
         Ok(())
     }
 
@@ -619,19 +619,19 @@ impl Snapshot {
         let map = aya::maps::MapData::from_pin(&path).with_context(|| {
             format!(
                 "the record of generation {generation} ({}) is missing: the pin directory was changed by hand; run `floodgate detach --all` and attach again",
-                path.display()
+                crate::text::path(&path)
             )
         })?;
         let mapped = Arc::new(
             Mapped::<u64>::new(&map, false)
-                .with_context(|| format!("cannot map {}", path.display()))?,
+                .with_context(|| format!("cannot map {}", crate::text::path(&path)))?,
         );
         let s = Snapshot::decode_with(mapped.as_slice(), |r| Words::Mapped(Arc::clone(&mapped), r))
-            .with_context(|| format!("reading {}", path.display()))?;
+            .with_context(|| format!("reading {}", crate::text::path(&path)))?;
         if s.generation != generation {
             bail!(
                 "{} holds generation {}, not {generation}: run `floodgate detach --all` and attach again",
-                path.display(),
+                crate::text::path(&path),
                 s.generation
             );
         }
