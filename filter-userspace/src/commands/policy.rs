@@ -85,6 +85,9 @@ pub fn check(file: &Path, json: bool) -> Result<()> {
 
 fn say_report(r: &Report, dry_run: bool) -> Result<()> {
     let verb = if dry_run { "would" } else { "did" };
+    if r.loads {
+        outln!("{verb} load the filter (it is not loaded)")?;
+    }
     for (list, (added, removed)) in &r.lists {
         if added + removed > 0 {
             outln!("{list} list (from the policy): {verb} add {added}, remove {removed}")?;

@@ -24,9 +24,41 @@ pub fn stats(
     if json {
         outln!("{}", serde_json::to_string_pretty(&s)?)?;
     } else {
-        crate::commands::out(format_args!("{}", render_table(&s)))?;
+        let snapshot = crate::state::Session::open(pins)?.current()?;
+        let (rules, limits) = stats::read_policy(pins, &snapshot)?;
+        crate::commands::out(format_args!(
+            "{}{}",
+            render_table(&s),
+            render_policy(&rules, &limits)
+        ))?;
     }
     Ok(())
+}
+
+/// Per-rule and per-limit counters of the policy in force (none without a policy).
+pub fn render_policy(rules: &[stats::PolicyCounter], limits: &[stats::PolicyCounter]) -> String {
+    let mut out = String::new();
+    for (what, list, verb) in [("RULE", rules, "MATCHED"), ("LIMIT", limits, "REFUSED")] {
+        if list.is_empty() {
+            continue;
+        }
+        out.push_str(&format!(
+            "\n{what:<26} {:<8} {:>16} {:>16}\n",
+            "MODE",
+            format!("PACKETS {verb}"),
+            "BYTES"
+        ));
+        for c in list {
+            out.push_str(&format!(
+                "{:<26} {:<8} {:>16} {:>16}\n",
+                crate::text::name(&c.name),
+                c.mode,
+                c.packets,
+                c.bytes
+            ));
+        }
+    }
+    out
 }
 
 fn watch_stats(pins: &PinDir, json: bool, interval: f64, count: Option<u64>) -> Result<()> {

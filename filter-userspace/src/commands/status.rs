@@ -76,24 +76,29 @@ pub fn status(pins: &PinDir, json: bool) -> Result<()> {
             )
         })
         .collect();
+    let (rule_counts, limit_counts) = crate::observe::stats::read_policy(pins, &snapshot)?;
     let rules: Vec<serde_json::Value> = policy
         .rules
         .iter()
-        .map(|r| {
+        .zip(&rule_counts)
+        .map(|(r, c)| {
             json!({
                 "name": r.name,
                 "action": if r.drop { "drop" } else { "pass" },
                 "mode": r.mode.name(),
                 "preset": r.preset,
                 "counter": applied.rule_slots.get(&r.name),
+                "matched": {"packets": c.packets, "bytes": c.bytes},
             })
         })
         .collect();
     let limits: Vec<serde_json::Value> = policy
         .limits
         .iter()
-        .map(|l| {
+        .zip(&limit_counts)
+        .map(|(l, c)| {
             json!({
+                "refused": {"packets": c.packets, "bytes": c.bytes},
                 "name": l.name,
                 "class": CLASS_NAMES[l.class as usize],
                 "per": if l.per == PER_GLOBAL { "global" } else { "source" },
@@ -165,26 +170,27 @@ pub fn status(pins: &PinDir, json: bool) -> Result<()> {
     }
     match &policy.source {
         Some(src) => outln!(
-            "policy: {} ({} rules, {} limits)",
-            src.display(),
-            policy.rules.len(),
-            policy.limits.len()
+            "policy: {} ({}, {})",
+            text::path(src),
+            text::count(policy.rules.len(), "rule", "rules"),
+            text::count(policy.limits.len(), "limit", "limits")
         )?,
         None => outln!("policy: none applied (lists from block/allow commands only)")?,
     }
-    for r in &policy.rules {
+    for (r, c) in policy.rules.iter().zip(&rule_counts) {
         outln!(
-            "  rule  {:<24} {:<5} {:<8}{}",
-            r.name,
+            "  rule  {:<24} {:<5} {:<8} {:>12} packets matched{}",
+            text::name(&r.name),
             if r.drop { "drop" } else { "pass" },
             r.mode.name(),
+            c.packets,
             r.preset
                 .as_deref()
-                .map(|p| format!(" preset {p}"))
+                .map(|p| format!(", preset {p}"))
                 .unwrap_or_default()
         )?;
     }
-    for l in &policy.limits {
+    for (l, c) in policy.limits.iter().zip(&limit_counts) {
         let rate = match (l.pps, l.bps) {
             (Some(p), Some(b)) => format!("{p} pps, {b} bit/s"),
             (Some(p), None) => format!("{p} pps"),
@@ -192,8 +198,8 @@ pub fn status(pins: &PinDir, json: bool) -> Result<()> {
             (None, None) => String::new(),
         };
         outln!(
-            "  limit {:<24} {:<7} per {:<6} {rate}, burst {}{} {}",
-            l.name,
+            "  limit {:<24} {:<7} per {:<6} {rate}, burst {}{}, {}: {} packets refused",
+            text::name(&l.name),
             CLASS_NAMES[l.class as usize],
             if l.per == PER_GLOBAL {
                 "global"
@@ -204,7 +210,8 @@ pub fn status(pins: &PinDir, json: bool) -> Result<()> {
             l.ban_seconds
                 .map(|s| format!(", ban {s} s"))
                 .unwrap_or_default(),
-            l.mode.name()
+            l.mode.name(),
+            c.packets
         )?;
     }
     for kind in ListKind::ALL {

@@ -14,9 +14,9 @@ use serde::Serialize;
 
 use super::rules::RuleTables;
 use super::{guard, limits, load, Policy};
-use crate::lists::{edit_lists, plan, Edit};
+use crate::lists::{edit_lists, plan, Edit, Edited};
 use crate::state::snapshot::{AppliedPolicy, Origin};
-use crate::state::{PinDir, Session};
+use crate::state::{PinDir, Session, Snapshot};
 
 /// Everything policy-wide a set holds, compiled.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -155,6 +155,8 @@ pub struct Report {
     pub attach: Vec<String>,
     pub detach: Vec<String>,
     pub settings_changed: Vec<String>,
+    /// The filter is not loaded: the apply loads it first.
+    pub loads: bool,
 }
 
 fn diff_named<T: PartialEq>(
@@ -181,12 +183,16 @@ fn diff_named<T: PartialEq>(
     (added, removed, changed)
 }
 
-/// Check `path`, guard against lockout, and publish it as one generation (or, with
-/// `dry_run`, only say what would change).
-pub fn apply(pins: &PinDir, path: &Path, dry_run: bool, force: bool) -> Result<Report> {
-    let policy = load(path)?;
-    let mut session = Session::open_for_change(pins)?;
-    let old = session.current()?;
+/// What `policy` changes against `old` with `attached` interfaces: the list edits, the
+/// report and the next applied policy. Checks that interfaces exist and (without `force`) the
+/// lockout guard; changes nothing.
+fn prepare(
+    old: &Snapshot,
+    attached: Vec<String>,
+    policy: &Policy,
+    path: &Path,
+    force: bool,
+) -> Result<(Vec<(Origin, ListKind, Edited)>, Report, AppliedPolicy)> {
     let mut edits = Vec::new();
     let mut report = Report::default();
     for (kind, entries) in [
@@ -194,7 +200,7 @@ pub fn apply(pins: &PinDir, path: &Path, dry_run: bool, force: bool) -> Result<R
         (ListKind::Block, &policy.lists.block),
         (ListKind::Protected, &policy.lists.protected),
     ] {
-        let edited = edit_lists(&old, Origin::Policy, kind, Edit::Replace(entries.clone()))?;
+        let edited = edit_lists(old, Origin::Policy, kind, Edit::Replace(entries.clone()))?;
         report.lists.insert(
             kind.name().to_string(),
             (edited.change.added, edited.change.removed),
@@ -221,10 +227,6 @@ pub fn apply(pins: &PinDir, path: &Path, dry_run: bool, force: bool) -> Result<R
         report.settings_changed.push("lists.mode".into());
     }
     if let Some(want) = &policy.interfaces {
-        let attached: Vec<String> = crate::state::attach::attached(pins)?
-            .into_iter()
-            .map(|a| a.name)
-            .collect();
         report.attach = want
             .names
             .iter()
@@ -237,21 +239,51 @@ pub fn apply(pins: &PinDir, path: &Path, dry_run: bool, force: bool) -> Result<R
             .cloned()
             .collect();
     }
-    if !dry_run {
-        for name in report.attach.iter() {
-            if crate::state::attach::ifindex(name).is_none() {
-                bail!(crate::error::UsageError(format!(
-                    "interface {name} named in {} does not exist (see `ip link`); nothing was changed",
-                    path.display()
-                )));
-            }
+    for name in report.attach.iter() {
+        if crate::state::attach::ifindex(name).is_none() {
+            bail!(crate::error::UsageError(format!(
+                "interface {name} named in {} does not exist (see `ip link`); nothing was changed",
+                path.display()
+            )));
         }
     }
     let next = applied(&old.policy, policy.clone());
     if !force {
-        guard::check(&old, &next, &policy)?;
+        guard::check(old, &next, policy)?;
     }
     report.generation = old.generation;
+    Ok((edits, report, next))
+}
+
+/// Check `path`, guard against lockout, and publish it as one generation (or, with
+/// `dry_run`, only say what would change). A policy with interfaces loads the filter if
+/// it is not loaded yet.
+pub fn apply(pins: &PinDir, path: &Path, dry_run: bool, force: bool) -> Result<Report> {
+    let policy = load(path)?;
+    if !pins.is_loaded() {
+        if policy.interfaces.is_none() {
+            bail!(
+                "floodgate is not loaded at {}: give {} an [interfaces] section to load and attach it, or run `floodgate attach IFACE` first",
+                pins.shown(),
+                path.display()
+            );
+        }
+        // Everything is checked against an empty filter before anything is loaded.
+        let (_, mut report, _) = prepare(&Snapshot::default(), Vec::new(), &policy, path, force)?;
+        if dry_run {
+            report.loads = true;
+            return Ok(report);
+        }
+        let _locked = crate::state::pins::Locked::creating(pins)?;
+        crate::state::attach::ensure_loaded(pins, filter_common::maps::DEFAULT_POOL_NODES)?;
+    }
+    let mut session = Session::open_for_change(pins)?;
+    let old = session.current()?;
+    let attached: Vec<String> = crate::state::attach::attached(pins)?
+        .into_iter()
+        .map(|a| a.name)
+        .collect();
+    let (edits, mut report, next) = prepare(&old, attached, &policy, path, force)?;
     if dry_run {
         return Ok(report);
     }

@@ -744,7 +744,11 @@ pub fn check_text(path: &Path, text: &str) -> Result<Policy, Vec<Problem>> {
     if r.problems.is_empty() {
         Ok(policy)
     } else {
-        Err(r.problems)
+        // In file order (checks run key by key): the policy file's first, then list files'.
+        let main = r.file().to_string();
+        let mut problems = r.problems;
+        problems.sort_by_key(|p| (p.file != main, p.file.clone(), p.line, p.column));
+        Err(problems)
     }
 }
 
@@ -851,6 +855,7 @@ mod tests {
         let got = problems(text);
         assert_eq!(got.len(), 3, "{got:?}");
         assert!(got[0].starts_with("2:10: "), "{got:?}");
+        assert!(got[1].starts_with("2:25: "), "in file order: {got:?}");
         assert!(
             got[2].starts_with("7:13: ") && got[2].contains("70000"),
             "{got:?}"
