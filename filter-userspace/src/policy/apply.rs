@@ -183,6 +183,9 @@ fn diff_named<T: PartialEq>(
     (added, removed, changed)
 }
 
+/// List edits of one apply: origin, list and the edited entries.
+type ListEdits = Vec<(Origin, ListKind, Edited)>;
+
 /// What `policy` changes against `old` with `attached` interfaces: the list edits, the
 /// report and the next applied policy. Checks that interfaces exist and (without `force`) the
 /// lockout guard; changes nothing.
@@ -192,7 +195,7 @@ fn prepare(
     policy: &Policy,
     path: &Path,
     force: bool,
-) -> Result<(Vec<(Origin, ListKind, Edited)>, Report, AppliedPolicy)> {
+) -> Result<(ListEdits, Report, AppliedPolicy)> {
     let mut edits = Vec::new();
     let mut report = Report::default();
     for (kind, entries) in [
