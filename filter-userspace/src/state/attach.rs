@@ -401,7 +401,23 @@ pub fn attach(
         }
     }
     let outcomes = result?;
+    if outcomes
+        .iter()
+        .any(|(_, o)| matches!(o, AttachOutcome::Attached { .. }))
+    {
+        warn_without_syncookies();
+    }
     Ok(AttachReport { outcomes, unloaded })
+}
+
+/// SYN floods are the kernel's SYN cookies' job; floodgate only limits them. Say so when they
+/// are off in this network namespace.
+fn warn_without_syncookies() {
+    if let Ok(v) = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_syncookies") {
+        if v.trim() == "0" {
+            warn!("net.ipv4.tcp_syncookies is 0: under a SYN flood the kernel drops connections instead of answering with cookies; turn them on with `sysctl -w net.ipv4.tcp_syncookies=1` (floodgate's tcp-syn limits only thin the flood)");
+        }
+    }
 }
 
 fn attach_locked(
