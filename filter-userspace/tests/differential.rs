@@ -358,6 +358,29 @@ fn run_thread(seed: u64, frames: usize) -> usize {
         }
         // After the policy: a policy sets the malformed policy too.
         set_malformed_policy(h.pins(), policy).unwrap();
+        // Bans (by hand, as `floodgate bans add` places them) of listed neighbourhoods, at
+        // two lengths per family (the program looks up at most four).
+        floodgate::state::bans::flush(h.pins()).unwrap();
+        if rng.random_bool(0.4) {
+            let bans: Vec<Prefix> = block
+                .iter()
+                .chain(&allow)
+                .take(rng.random_range(1..6))
+                .map(|p| match *p {
+                    Prefix::V4 { addr, .. } => {
+                        Prefix::v4(addr, if rng.random_bool(0.5) { 32 } else { 24 })
+                    }
+                    Prefix::V6 { addr, .. } => {
+                        Prefix::v6(addr, if rng.random_bool(0.5) { 128 } else { 64 })
+                    }
+                })
+                .collect();
+            let session = floodgate::state::Session::open_for_change(h.pins()).unwrap();
+            let lens: Vec<_> = bans.iter().map(|p| (p.family(), p.prefix_len())).collect();
+            floodgate::policy::apply::ensure_ban_prefixes(session, &lens).unwrap();
+            floodgate::state::bans::add(h.pins(), &bans, 600).unwrap();
+            model.bans = bans.iter().map(|p| p.to_ipnet()).collect();
+        }
         let listed: Vec<Prefix> = allow.iter().chain(&block).copied().collect();
         for i in 0..per_epoch {
             let mut frame = well_formed(&mut rng, &listed);
