@@ -129,7 +129,17 @@ pub fn parse_entry(text: &str) -> Result<Prefix, String> {
         return Err("empty entry".into());
     }
     let shown = shown(text);
-    let net = if text.contains('/') {
+    let net = if let Some((_, len)) = text.split_once('/') {
+        // Addresses refuse leading zeros (010.0.0.1 could be octal); so do lengths.
+        if len.len() > 1 && len.starts_with('0') {
+            return Err(format!(
+                "'{shown}' has a prefix length with a leading zero; write /{}",
+                match len.trim_start_matches('0') {
+                    "" => "0",
+                    rest => rest,
+                }
+            ));
+        }
         let net: IpNet = text.parse().map_err(|_| {
             format!("'{shown}' is not a CIDR; expected e.g. 192.0.2.0/24 or 2001:db8::/32")
         })?;
@@ -217,6 +227,14 @@ pub fn parse_list(text: &str) -> Result<Vec<Prefix>, Vec<LineError>> {
 mod tests {
     use super::*;
     use std::vec;
+
+    #[test]
+    fn prefix_lengths_with_leading_zeros_are_refused() {
+        let e = parse_entry("10.0.0.0/08").unwrap_err();
+        assert!(e.contains("leading zero") && e.contains("/8"), "{e}");
+        assert!(parse_entry("::/00").unwrap_err().contains("write /0"));
+        assert!(parse_entry("0.0.0.0/0").is_ok());
+    }
 
     #[test]
     fn parses_addresses_and_cidrs() {

@@ -682,3 +682,28 @@ fn a_policy_change_whose_report_cannot_be_written_says_it_is_in_force() {
         "malformed packets: pass\n"
     );
 }
+
+#[test]
+fn commands_under_ip_netns_exec_refuse_and_say_what_to_run() {
+    // `ip netns exec` gives the command a mount namespace with a fresh /sys: a bpffs mounted
+    // there (and the filter pinned on it) vanished with the command, after "attached".
+    require_root();
+    let ns = test_support::Netns::new("fgpm").unwrap();
+    let dir = TestPins::new().unwrap();
+    for args in [
+        &["attach", "lo"][..],
+        &["status"],
+        &["block", "add", "192.0.2.1"],
+    ] {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns.name, BIN, "--pin-dir"])
+            .arg(dir.pins.root())
+            .args(args)
+            .output()
+            .unwrap();
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("nsenter --net="), "{args:?}: {err}");
+    }
+    assert!(!dir.pins.is_loaded());
+}

@@ -361,9 +361,11 @@ pub fn plan(
     let available: u64 = free.iter().map(|e| u64::from(e.count)).sum();
     let mut alloc = |n: u32| -> Result<u32> {
         let Some(run) = free.iter_mut().find(|r| r.count >= n) else {
+            // Room for the lists in force and this change, with some to spare.
+            let suggest = ((in_use + needed) * 5 / 4).div_ceil(1 << 20) << 20;
             bail!(
-                "the lists need {needed} free nodes in the list pool for this change, but it has {available} (capacity {pool_nodes}, {in_use} in use){}: nothing was changed. A larger pool is set when the filter is first loaded: `floodgate detach --all`, then `floodgate attach IFACE --list-capacity N` (the interfaces are unfiltered and the lists empty until you load them again; save them first with `floodgate block list > FILE`)",
-                if available >= needed { ", not in one piece" } else { "" }
+                "the lists need {needed} free nodes in the list pool for this change, but it has {available}{} (capacity {pool_nodes}, {in_use} in use: a change keeps the nodes of the lists in force until it takes effect): nothing was changed. Ways out: make the change smaller (a `--replace` by a very different list needs room for both; `floodgate block flush` then `floodgate block load FILE` needs room for the new list alone, but leaves the list empty in between; deleting entries elsewhere frees nodes); or re-create the filter with a larger pool: save both lists (`floodgate block list > block.txt`, `floodgate allow list > allow.txt`), run `floodgate detach --all`, then `floodgate attach IFACE --list-capacity {suggest}` and load them again (the interfaces are unfiltered until then)",
+                if available >= needed { " but not in one piece" } else { "" }
             );
         };
         run.first += n;

@@ -307,7 +307,22 @@ pub fn ensure_loaded(pins: &PinDir, pool_nodes: u32) -> Result<()> {
         .program_mut(PROGRAM_NAME)
         .with_context(|| format!("the XDP object has no `{PROGRAM_NAME}` program"))?
         .try_into()?;
-    prog.load().context("the kernel rejected the XDP program")?;
+    // The verifier gives up with EAGAIN when a signal arrives during its (long) run: retry.
+    let mut tries = 0;
+    loop {
+        match prog.load() {
+            Ok(()) => break,
+            Err(aya::programs::ProgramError::LoadError { io_error, .. })
+                if io_error.raw_os_error() == Some(libc::EAGAIN) && tries < 5 =>
+            {
+                tries += 1;
+                debug!("program load interrupted (EAGAIN), retrying");
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context("the kernel rejected the XDP program"))
+            }
+        }
+    }
     if !pins.map(names::ATTACHMENTS).exists() {
         Array::<MapData, Attachment>::create(MAX_INTERFACES, 0)?
             .pin(pins.map(names::ATTACHMENTS))

@@ -22,7 +22,33 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 const BPFFS_ROOT: &str = "/sys/fs/bpf";
 
 /// Mount bpffs at its usual place, as bpftool does: minimal systems and fresh VMs lack it.
+/// Whether this process runs in a mount namespace of its own (as `ip netns exec` makes, with
+/// a fresh /sys): a bpffs mounted there vanishes with the command, and the filter with it.
+fn private_mount_namespace() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if let (Ok(me), Ok(init)) = (
+        std::fs::metadata("/proc/self/ns/mnt"),
+        std::fs::metadata("/proc/1/ns/mnt"),
+    ) {
+        return me.ino() != init.ino();
+    }
+    // Where init's namespace link cannot be read: init has bpffs at /sys/fs/bpf and we do not.
+    std::fs::read_to_string("/proc/1/mountinfo").is_ok_and(|m| {
+        m.lines().any(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            let sep = f.iter().position(|x| *x == "-");
+            f.get(4) == Some(&BPFFS_ROOT) && sep.and_then(|i| f.get(i + 1)) == Some(&"bpf")
+        })
+    }) && !is_bpffs(Path::new(BPFFS_ROOT))
+}
+
+/// Why pins made here would not outlive this command, and what to run instead.
+const PRIVATE_MOUNTS: &str = "this command runs in a mount namespace of its own without bpffs at /sys/fs/bpf (as `ip netns exec` sets up, with a fresh /sys): a filter pinned here would vanish when the command exits. Enter only the network namespace instead, e.g. `nsenter --net=/run/netns/NAME floodgate ...`";
+
 fn mount_bpffs() -> Result<()> {
+    if private_mount_namespace() {
+        bail!(PRIVATE_MOUNTS);
+    }
     tracing::info!("mounting bpffs at {BPFFS_ROOT}");
     let target = CString::new(BPFFS_ROOT).expect("no NUL");
     let fstype = CString::new("bpf").expect("no NUL");
@@ -172,6 +198,12 @@ impl PinDir {
     /// `floodgate attach`).
     pub fn require_loaded(&self) -> Result<()> {
         if !self.is_loaded() {
+            if self.root.starts_with(BPFFS_ROOT)
+                && !is_bpffs(Path::new(BPFFS_ROOT))
+                && private_mount_namespace()
+            {
+                bail!(PRIVATE_MOUNTS);
+            }
             return Err(self.not_loaded());
         }
         Ok(())
