@@ -15,6 +15,11 @@ pub fn limit_id(name: &str) -> u32 {
     h.max(1)
 }
 
+/// The program's clock (`bpf_ktime_get_coarse_ns`) moves in ticks of up to 10 ms (HZ=100).
+/// Every bucket holds at least one tick of its rate: packets in the same tick all see the
+/// same time, and a bucket shallower than a tick would lose the rest of every tick.
+pub const COARSE_TICK_NS: u64 = 10_000_000;
+
 /// The program's view of `l`. Global limits run one bucket per CPU, each with `1/cpus` of the
 /// rate and of the burst.
 pub fn conf(l: &Limit, counter: u32, cpus: u32) -> LimitConf {
@@ -27,13 +32,13 @@ pub fn conf(l: &Limit, counter: u32, cpus: u32) -> LimitConf {
     let (pkt_cost, pkt_tolerance) = match l.pps {
         Some(pps) => {
             let cost = (1_000_000_000 * share).div_ceil(pps);
-            (cost, (burst - 1) * cost)
+            (cost, ((burst - 1) * cost).max(COARSE_TICK_NS))
         }
         None => (0, 0),
     };
     // The byte bucket holds as long a burst as the packet bucket (100 ms without a pps).
     let window_ns = match l.pps {
-        Some(pps) => (l.burst * 1_000_000_000 / pps).max(1_000_000),
+        Some(pps) => (l.burst * 1_000_000_000 / pps).max(COARSE_TICK_NS),
         None => 100_000_000,
     };
     let (byte_cost, byte_tolerance) = match l.bps {
@@ -130,6 +135,29 @@ mod tests {
             let got = passed(&l, 1000 * overload, 10, 4_000_000, 100);
             // 10 s at 1000 pps, plus the burst.
             assert!((10_000..=10_100 + 5).contains(&got), "{overload}x: {got}");
+        }
+    }
+
+    #[test]
+    fn a_small_burst_still_gets_its_rate_with_a_coarse_clock() {
+        // The kernel's coarse clock moves in ticks of 1-10 ms (HZ 1000 to 100): a bucket that
+        // holds less than a tick lost the rest of each tick (250 pps of 1000 at HZ=250).
+        for tick_ms in [1, 4, 10] {
+            let l = limit(Some(1000), None, 1);
+            for overload in [2, 10] {
+                let got = passed(&l, 1000 * overload, 10, tick_ms * 1_000_000, 100);
+                assert!(
+                    (9_900..=10_000 + 10 + 5).contains(&got),
+                    "{tick_ms} ms tick, {overload}x: {got} of 10000"
+                );
+            }
+            // Bytes alike: 1 Mbit/s of 1000-byte packets with a 1 ms window (pps 1000, burst 1).
+            let l = limit(Some(1000), Some(1_000_000), 1);
+            let got = passed(&l, 1000, 10, tick_ms * 1_000_000, 1000);
+            assert!(
+                (1_237..=1_250 + 13).contains(&got),
+                "{tick_ms} ms tick, bytes: {got} of 1250"
+            );
         }
     }
 
