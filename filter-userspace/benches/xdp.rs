@@ -2,7 +2,9 @@
 //!
 //! - P1: per-packet cost of floodgate's XDP program through BPF_PROG_TEST_RUN on fixed frames,
 //!   next to xdp-filter's program on the same frames: 10-entry lists, and the real IPv6
-//!   country list (~600k prefixes from Debian's geoip-database).
+//!   country list (~600k prefixes from Debian's geoip-database); and with a policy in force
+//!   (benches/policies.rs): a rule hit and a frame no rule matches under 10 and 500 table
+//!   rules, a source under its per-source limit, a banned source.
 //! - P2: a fresh random source per packet (the only honest way to price a 1M-entry list: a
 //!   replayed frame keeps every lookup in L1), against the no-list floor and the kernel LPM
 //!   trie, at 10, 10k and 1M entries.
@@ -23,6 +25,7 @@ mod cli;
 mod geo;
 mod limiter;
 mod peers;
+mod policies;
 mod stats;
 mod veth;
 
@@ -105,6 +108,8 @@ enum Runner<'a> {
     Ours(&'a str),
     XdpFilter(&'a peers::XdpFilter),
     Lpm(&'a LpmReference),
+    /// The product program of another load (its own pins and maps, a policy in force).
+    Load(&'a policies::PolicyLoad),
 }
 
 impl Runner<'_> {
@@ -113,6 +118,7 @@ impl Runner<'_> {
             Runner::Ours(prog) => b.run(prog, frame, repeat),
             Runner::XdpFilter(f) => f.run(frame, repeat),
             Runner::Lpm(l) => l.run(frame, repeat),
+            Runner::Load(l) => l.h.run(frame, repeat),
         }
     }
 }
@@ -392,8 +398,11 @@ fn p1(
 
     let mut all: Vec<(String, Vec<Row>)> = Vec::new();
     set_block(b, &ten_entries())?;
-    let (rows, _) = p1_phase(b, cfg, &ten_cases, xdp_filter.as_ref(), &[])?;
+    // Policy rows: product loads of their own with the same ten entries, in the same rounds.
+    let policy = policies::PolicyRows::new(&TEN_ENTRIES, Ipv4Addr::new(100, 64, 0, 1))?;
+    let (rows, samples) = p1_phase(b, cfg, &ten_cases, xdp_filter.as_ref(), &policy.rows())?;
     all.push(("10-entry lists".into(), rows));
+    policy.check()?;
     if let Some(r) = real {
         let secs = set_block(b, &r.prefixes)?;
         println!(
@@ -485,6 +494,10 @@ fn p1(
     report.insert("p1_fixed_frame_ns".into(), Value::Object(medians));
     report.insert("p1_fixed_frame".into(), Value::Object(full));
     report.insert("p1_ratio_to_xdp_filter".into(), Value::Object(ratios));
+    report.insert(
+        "p1_policy".into(),
+        policies::PolicyRows::report(&samples, "ours: IPv4 pass", goals),
+    );
     Ok(())
 }
 
@@ -923,6 +936,38 @@ fn panels(report: &Report) -> Vec<chart::Panel> {
                 mark: Some((0.4, "goal for IPv6 listed and near miss: 0.4x".into())),
             });
         }
+    }
+    if let Some(pol) = report.get("p1_policy").and_then(|v| v.as_object()) {
+        let mut rows = Vec::new();
+        let mut ratios = Vec::new();
+        for (label, v) in pol {
+            if let Some(s) = spread_of(&v["ns"]) {
+                rows.push(Bar::spread(label.clone(), &s, true));
+            }
+        }
+        if let Some(r) = pol.get("ratio_500_to_10_rules").and_then(|v| v.as_object()) {
+            for (what, v) in r {
+                if let Some(s) = spread_of(&v["ratio_500_to_10"]) {
+                    ratios.push(Bar::spread(
+                        format!("{what}: 500 / 10 table rules"),
+                        &s,
+                        true,
+                    ));
+                }
+            }
+        }
+        out.push(chart::Panel {
+            title: "P1  policy in force: rules, limits, bans (BPF_PROG_TEST_RUN)".into(),
+            unit: "ns",
+            rows,
+            mark: None,
+        });
+        out.push(chart::Panel {
+            title: "P1  rule cost, 500 against 10 table rules, per round".into(),
+            unit: "x",
+            rows: ratios,
+            mark: Some((1.2, "goal 1.2x".into())),
+        });
     }
     if let Some(p2) = report
         .get("p2_random_source_ns")
