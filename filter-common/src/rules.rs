@@ -129,12 +129,14 @@ pub const fn dim_value(p: &Packet, dim: u32) -> u32 {
     }
 }
 
-/// Reads of the compiled rules: maps in the program, vectors in userspace.
+/// Reads of the compiled rules: maps in the program, vectors in userspace. Bitmaps are handed
+/// out whole: one map lookup per dimension, not one per word.
 pub trait RuleMemory {
     fn class_word(&self, index: u32) -> u64;
-    fn bits_word(&self, index: u32, word: usize) -> u64;
-    /// Word `word` of set `set`'s bitmap of rules in monitor mode.
-    fn monitor_word(&self, set: u32, word: usize) -> u64;
+    /// Bitmap `index` (`None` reads as no rule).
+    fn bits(&self, index: u32) -> Option<&RuleBits>;
+    /// Set `set`'s bitmap of rules in monitor mode (`None` reads as none).
+    fn monitor(&self, set: u32) -> Option<&RuleBits>;
 }
 
 /// The rules a packet meets: the first enforce-mode rule, and the first monitor-mode rule
@@ -161,19 +163,33 @@ pub fn first_match<M: RuleMemory>(
         if dims & (1 << d) != 0 {
             let value = dim_value(p, d);
             let class = class_of(m.class_word(class_index(set, d, value)), value);
-            let at = bits_index(set, d, class);
+            // A missing bitmap has no rule in it: nothing can match (an early return, so the
+            // verifier follows no second state of `acc` per dimension).
+            let Some(bits) = m.bits(bits_index(set, d, class)) else {
+                return RuleMatch::default();
+            };
             let mut w = 0;
             while w < RULE_WORDS && w < words {
-                acc[w] &= m.bits_word(at, w);
+                acc[w] &= bits.words[w];
                 w += 1;
             }
         }
         d += 1;
     }
+    match m.monitor(set) {
+        Some(monitor) => pick(&acc, words, |w| monitor.words[w]),
+        None => pick(&acc, words, |_| 0),
+    }
+}
+
+/// The first enforce-mode rule in `acc`, and the first monitor-mode rule ahead of it;
+/// `monitor_word(w)` is word `w` of the monitor-mode bitmap.
+#[inline(always)]
+fn pick(acc: &[u64; RULE_WORDS], words: usize, monitor_word: impl Fn(usize) -> u64) -> RuleMatch {
     let mut out = RuleMatch::default();
     let mut w = 0;
     while w < RULE_WORDS && w < words {
-        let monitor_mask = m.monitor_word(set, w);
+        let monitor_mask = monitor_word(w);
         let enforce = acc[w] & !monitor_mask;
         let monitor = acc[w] & monitor_mask;
         if out.monitor.is_none()

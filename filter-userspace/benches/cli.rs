@@ -1,4 +1,4 @@
-//! P4 and P5: what an operator waits for, through the real CLI. The `floodgate` binary runs as
+//! P5 and P6: what an operator waits for, through the real CLI. The `floodgate` binary runs as
 //! a separate process per command against a throwaway pin directory whose program was loaded
 //! with a pool large enough for every list here: `block load FILE` into an empty list, single
 //! `block add`/`block del` and `status` with the large list in place, `block load --replace`;
@@ -177,7 +177,7 @@ impl Case {
 }
 
 /// Load times, change times and pool use through the CLI; `rounds` rounds, case order rotated.
-pub fn p4(
+pub fn p5(
     rounds: usize,
     pool_nodes: u32,
     million: usize,
@@ -327,12 +327,12 @@ pub fn p4(
             let (secs, _) = cli.run(&["block", "load", "--replace", Cli::path(file2)?])?;
             replace.entry(key).or_default().push(secs);
         }
-        println!("  P4 round {}/{rounds} done", round + 1);
+        println!("  P5 round {}/{rounds} done", round + 1);
     }
     cli.run(&["block", "flush"])?;
 
     println!(
-        "\nP4  list loads and changes through the floodgate CLI, wall time per process (median (min-max) of {rounds}; pool {} nodes)",
+        "\nP5  list loads and changes through the floodgate CLI, wall time per process (median (min-max) of {rounds}; pool {} nodes)",
         cli.pool_nodes
     );
     println!(
@@ -358,7 +358,7 @@ pub fn p4(
         let bound = (1.5 * case.entries as f64 / 1e6).max(1.5);
         let bound = (bound * 100.0).round() / 100.0;
         goals.insert(
-            format!("P4 block load {} <= {bound} s", case.label),
+            format!("P5 block load {} <= {bound} s", case.label),
             stats::verdict_at_most(&s, bound),
         );
     }
@@ -379,7 +379,7 @@ pub fn p4(
             );
             rows.insert(what.1.clone(), s.json());
             goals.insert(
-                format!("P4 {}: block {} <= 50 ms", case.label, what.1),
+                format!("P5 {}: block {} <= 50 ms", case.label, what.1),
                 stats::verdict_at_most(&s, 50.0),
             );
         }
@@ -392,7 +392,7 @@ pub fn p4(
         );
         rows.insert("status".into(), s.json());
         goals.insert(
-            format!("P4 {}: status <= 50 ms", case.label),
+            format!("P5 {}: status <= 50 ms", case.label),
             stats::verdict_at_most(&s, 50.0),
         );
         rows.insert(
@@ -439,10 +439,10 @@ pub fn p4(
     }))
 }
 
-/// P5: kernel memory of the real IPv6 list in a filter loaded with the default pool (larger
+/// P6: kernel memory of the real IPv6 list in a filter loaded with the default pool (larger
 /// if the list does not fit), from `status --json` and, as a cross-check, bpftool's memlock of
 /// every pinned map.
-pub fn p5(real: &RealList) -> Result<Value> {
+pub fn p6(real: &RealList) -> Result<Value> {
     let file = TempFile::list(&real.prefixes)?;
     let mut pool_nodes = filter_common::maps::DEFAULT_POOL_NODES;
     let (cli, secs) = loop {
@@ -451,7 +451,7 @@ pub fn p5(real: &RealList) -> Result<Value> {
             Ok((secs, _)) => break (cli, secs),
             Err(e) if pool_nodes < 1 << 26 && format!("{e:#}").contains("pool") => {
                 println!(
-                    "  P5: {} nodes are not enough ({e:#}); doubling",
+                    "  P6: {} nodes are not enough ({e:#}); doubling",
                     pool_nodes
                 );
                 pool_nodes *= 2;
@@ -467,7 +467,7 @@ pub fn p5(real: &RealList) -> Result<Value> {
     let n = real.prefixes.len() as f64;
     let mib = |b: u64| b as f64 / f64::from(1u32 << 20);
     println!(
-        "\nP5  memory of the real IPv6 country list ({} entries), pool of {pool_nodes} nodes",
+        "\nP6  memory of the real IPv6 country list ({} entries), pool of {pool_nodes} nodes",
         real.prefixes.len()
     );
     println!("  pool nodes in use          {used:>12} ({:.1} MiB at {NODE_BYTES} B/node, {:.1} B per entry)", mib(used * NODE_BYTES), (used * NODE_BYTES) as f64 / n);

@@ -57,7 +57,18 @@ impl Spread {
 
     /// `0.35x (0.31-0.40)`.
     pub fn show_ratio(&self) -> String {
-        format!("{:.2}x ({:.2}-{:.2})", self.median, self.min, self.max)
+        self.show_ratio_prec(2)
+    }
+
+    /// As [`show_ratio`](Self::show_ratio), with `prec` decimals.
+    pub fn show_ratio_prec(&self, prec: usize) -> String {
+        format!(
+            "{:.p$}x ({:.p$}-{:.p$})",
+            self.median,
+            self.min,
+            self.max,
+            p = prec
+        )
     }
 
     pub fn range(&self) -> Option<(f64, f64)> {

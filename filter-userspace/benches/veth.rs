@@ -69,6 +69,23 @@ impl Receiver {
     }
 }
 
+/// The sending side's XDP_TX program (bench object): every frame as given, or each with a
+/// fresh random source address (spoofed sources).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Generator {
+    OneSource,
+    RandomSource,
+}
+
+impl Generator {
+    pub fn program(self) -> &'static str {
+        match self {
+            Generator::OneSource => "bench_tx",
+            Generator::RandomSource => "bench_tx_random_source",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Layout {
     /// Receive NAPI in its own thread on CPU 1, sender on CPU 0.
@@ -335,6 +352,18 @@ impl VethBench {
         frame: &[u8],
         count: u32,
     ) -> Result<(u64, f64)> {
+        self.flood_from(b, layout, Generator::OneSource, frame, count)
+    }
+
+    /// As [`flood`](Self::flood), with the generator `gen`.
+    pub fn flood_from(
+        &self,
+        b: &BenchObject,
+        layout: Layout,
+        gen: Generator,
+        frame: &[u8],
+        count: u32,
+    ) -> Result<(u64, f64)> {
         self.set_layout(layout)?;
         let before = self.sender_stats()?;
         let ns = self.net.b.path();
@@ -342,7 +371,7 @@ impl VethBench {
             s.spawn(|| -> Result<Duration> {
                 pin_thread_to_cpu(0)?;
                 with_netns(&ns, || {
-                    b.live_frames("bench_tx", frame, self.b_ifindex, count)
+                    b.live_frames(gen.program(), frame, self.b_ifindex, count)
                 })?
             })
             .join()
@@ -392,10 +421,21 @@ impl VethBench {
     /// only (restored after it, also on error), and read the attached program's run time and
     /// run count before and after: its in-situ cost per packet under the real flood.
     pub fn flood_bpf_stats(&self, b: &BenchObject, frame: &[u8], count: u32) -> Result<StatsFlood> {
+        self.flood_bpf_stats_from(b, Generator::OneSource, frame, count)
+    }
+
+    /// As [`flood_bpf_stats`](Self::flood_bpf_stats), with the generator `gen`.
+    pub fn flood_bpf_stats_from(
+        &self,
+        b: &BenchObject,
+        gen: Generator,
+        frame: &[u8],
+        count: u32,
+    ) -> Result<StatsFlood> {
         let id = self.attached_prog_id()?;
         let stats = BpfStats::enable()?;
         let before = prog_run_stats(id)?;
-        let flood = self.flood(b, Layout::SplitCpus, frame, count);
+        let flood = self.flood_from(b, Layout::SplitCpus, gen, frame, count);
         let after = prog_run_stats(id);
         drop(stats);
         let (handled, secs) = flood?;
@@ -468,4 +508,250 @@ fn napi_threads(dev: &str) -> Result<Vec<u32>> {
         }
     }
     Ok(out)
+}
+
+/// The legitimate client of P4: an address of its own on the sending veth.
+pub const LEGIT4: &str = "198.18.0.2";
+/// Where the legitimate client sends (a socket of the bench in the receiving namespace).
+pub const LEGIT_PORT: u16 = 7777;
+
+/// What the legitimate client sent and what reached its receiver.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LegitTally {
+    pub sent: u64,
+    pub received: u64,
+    /// The receiving namespace's UDP receive-buffer overflows over the exchange (loss that is
+    /// the bench's, not the filter's).
+    pub rcvbuf_errors: u64,
+    /// Packets the sending veth could not hand over because the receiver's ring was full of
+    /// flood frames (the sending namespace's UDP `SndbufErrors`: the veth's drop surfaces as
+    /// ENOBUFS, which UDP counts there): lost before any XDP program sees them.
+    pub ring_drops: u64,
+}
+
+impl LegitTally {
+    /// Packets that reached the receiving veth's XDP program.
+    pub fn reached(&self) -> u64 {
+        self.sent.saturating_sub(self.ring_drops)
+    }
+
+    /// Lost anywhere, in percent of those sent.
+    pub fn loss_percent(&self) -> f64 {
+        100.0 * self.sent.saturating_sub(self.received) as f64 / self.sent.max(1) as f64
+    }
+
+    /// Lost after reaching the filter (and not in the socket buffer), in percent of those
+    /// that reached it.
+    pub fn filter_loss_percent(&self) -> f64 {
+        let lost = self
+            .reached()
+            .saturating_sub(self.received + self.rcvbuf_errors);
+        100.0 * lost as f64 / self.reached().max(1) as f64
+    }
+}
+
+impl VethBench {
+    /// Attach floodgate (native, small list pool) and apply the policy file at `policy`.
+    pub fn setup_policy(&self, policy: &Path) -> Result<()> {
+        let dev = self.net.a_if.as_str();
+        self.fg(&["attach", "--mode", "native", "--list-capacity", "64k", dev])?;
+        let applied = self.fg(&["apply", "--force", policy.to_str().context("path")?]);
+        if applied.is_err() {
+            let _ = self.fg(&["detach", "--all"]);
+        }
+        applied
+    }
+
+    /// Apply another policy file to the attached filter.
+    pub fn apply(&self, policy: &Path) -> Result<()> {
+        self.fg(&["apply", "--force", policy.to_str().context("path")?])
+    }
+
+    pub fn teardown_policy(&self) -> Result<()> {
+        self.fg(&["detach", "--all"])
+    }
+
+    /// floodgate's counters for the receiving veth: packets per reason.
+    pub fn counters(&self) -> Result<HashMap<&'static str, u64>> {
+        let all = floodgate::observe::stats::read(&self.pins.pins)?;
+        let iface = all
+            .into_iter()
+            .find(|i| i.interface == self.net.a_if)
+            .context("no counters for the receiving veth")?;
+        Ok(iface
+            .reasons
+            .into_iter()
+            .map(|(k, v)| (k, v.packets))
+            .collect())
+    }
+
+    /// Per-source buckets in floodgate's LRU table (one syscall per entry).
+    pub fn source_buckets(&self) -> Result<usize> {
+        use filter_common::limits::{Bucket, SourceKey};
+        let map = self
+            .pins
+            .pins
+            .open_map(filter_common::maps::SOURCE_BUCKETS)?;
+        let t: aya::maps::HashMap<_, SourceKey, Bucket> =
+            aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(map))?;
+        Ok(t.keys().count())
+    }
+
+    /// Give the sending namespace the legitimate client's address, with the receiver's MAC
+    /// as a permanent neighbour (no ARP to lose under a flood).
+    pub fn enable_legit_client(&self) -> Result<()> {
+        let b = &self.net.b;
+        let dev = self.net.b_if.as_str();
+        let has = b.exec(&["ip", "-o", "addr", "show", "dev", dev])?;
+        if !has.contains(&format!("{LEGIT4}/")) {
+            b.exec(&["ip", "addr", "add", &format!("{LEGIT4}/24"), "dev", dev])?;
+        }
+        let m = self.a_mac;
+        let lladdr = format!(
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        );
+        b.exec(&[
+            "ip",
+            "neigh",
+            "replace",
+            VICTIM4,
+            "lladdr",
+            &lladdr,
+            "dev",
+            dev,
+            "nud",
+            "permanent",
+        ])?;
+        Ok(())
+    }
+
+    /// UDP counter `name` (`/proc/net/snmp`) of namespace `ns`.
+    fn udp_counter(ns: &test_support::Netns, name: &str) -> Result<u64> {
+        let snmp = ns.exec(&["cat", "/proc/net/snmp"])?;
+        let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+        let (names, values) = (udp.next(), udp.next());
+        let (Some(names), Some(values)) = (names, values) else {
+            bail!("no Udp lines in /proc/net/snmp");
+        };
+        let at = names
+            .split_whitespace()
+            .position(|n| n == name)
+            .with_context(|| format!("no Udp {name}"))?;
+        Ok(values
+            .split_whitespace()
+            .nth(at)
+            .context("short Udp line")?
+            .parse()?)
+    }
+
+    /// Run `during` while the legitimate client sends up to `max` UDP packets at `pps` from
+    /// [`LEGIT4`] (a socket in the sending namespace; bounded by count, by `during` ending and
+    /// by 30 s), and count the ones a socket in the receiving namespace gets.
+    pub fn with_legit_client<T>(
+        &self,
+        pps: u32,
+        max: u32,
+        during: impl FnOnce() -> Result<T>,
+    ) -> Result<(T, LegitTally)> {
+        use std::net::{SocketAddr, UdpSocket};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::time::Instant;
+        let to: SocketAddr = format!("{VICTIM4}:{LEGIT_PORT}").parse()?;
+        let rx = with_netns(&self.net.a.path(), || UdpSocket::bind(to))??;
+        // Room for every packet even if the reader gets no CPU until the end.
+        let size: libc::c_int = 32 << 20;
+        // SAFETY: setsockopt on a socket we own, with a c_int value.
+        unsafe {
+            use std::os::fd::AsRawFd;
+            libc::setsockopt(
+                rx.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&raw const size).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+        rx.set_read_timeout(Some(Duration::from_millis(50)))?;
+        let tx = with_netns(&self.net.b.path(), || {
+            UdpSocket::bind(format!("{LEGIT4}:0"))
+        })??;
+        let tag: u32 = rand::random();
+        let errors_before = Self::udp_counter(&self.net.a, "RcvbufErrors")?;
+        let ring_before = Self::udp_counter(&self.net.b, "SndbufErrors")?;
+        let done = AtomicBool::new(false);
+        let sent_all = AtomicBool::new(false);
+        let (out, sent, received) = std::thread::scope(|s| {
+            let sender = s.spawn(|| -> u64 {
+                let started = Instant::now();
+                let mut sent = 0u64;
+                for seq in 0..max {
+                    if done.load(Ordering::Relaxed) || started.elapsed().as_secs() >= 30 {
+                        break;
+                    }
+                    let at = Duration::from_secs_f64(f64::from(seq) / f64::from(pps));
+                    if let Some(wait) = at.checked_sub(started.elapsed()) {
+                        std::thread::sleep(wait);
+                    }
+                    let mut msg = [0u8; 18];
+                    msg[..4].copy_from_slice(&tag.to_be_bytes());
+                    msg[4..8].copy_from_slice(&seq.to_be_bytes());
+                    if tx.send_to(&msg, to).is_ok() {
+                        sent += 1;
+                    }
+                }
+                sent_all.store(true, Ordering::Relaxed);
+                sent
+            });
+            let receiver = s.spawn(|| -> u64 {
+                let mut seen = vec![false; max as usize];
+                let mut buf = [0u8; 64];
+                let mut quiet_since: Option<Instant> = None;
+                let started = Instant::now();
+                loop {
+                    match rx.recv(&mut buf) {
+                        Ok(n) if n >= 8 && buf[..4] == tag.to_be_bytes() => {
+                            let seq = u32::from_be_bytes(buf[4..8].try_into().unwrap());
+                            if let Some(s) = seen.get_mut(seq as usize) {
+                                *s = true;
+                            }
+                            quiet_since = None;
+                        }
+                        Ok(_) => {}
+                        Err(_) => {
+                            // Stop once the sender is done and nothing came for 300 ms.
+                            if sent_all.load(Ordering::Relaxed) {
+                                let q = *quiet_since.get_or_insert_with(Instant::now);
+                                if q.elapsed() > Duration::from_millis(300) {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    if started.elapsed().as_secs() >= 60 {
+                        break;
+                    }
+                }
+                seen.iter().filter(|&&s| s).count() as u64
+            });
+            let out = during();
+            done.store(true, Ordering::Relaxed);
+            let sent = sender.join().expect("legit sender panicked");
+            let received = receiver.join().expect("legit receiver panicked");
+            (out, sent, received)
+        });
+        let rcvbuf_errors =
+            Self::udp_counter(&self.net.a, "RcvbufErrors")?.saturating_sub(errors_before);
+        let ring_drops =
+            Self::udp_counter(&self.net.b, "SndbufErrors")?.saturating_sub(ring_before);
+        Ok((
+            out?,
+            LegitTally {
+                sent,
+                received,
+                rcvbuf_errors,
+                ring_drops,
+            },
+        ))
+    }
 }

@@ -2,14 +2,19 @@
 //!
 //! - P1: per-packet cost of floodgate's XDP program through BPF_PROG_TEST_RUN on fixed frames,
 //!   next to xdp-filter's program on the same frames: 10-entry lists, and the real IPv6
-//!   country list (~600k prefixes from Debian's geoip-database).
+//!   country list (~600k prefixes from Debian's geoip-database); and with a policy in force
+//!   (benches/policies.rs): a rule hit and a frame no rule matches under 10 and 500 table
+//!   rules, a source under its per-source limit, a banned source.
 //! - P2: a fresh random source per packet (the only honest way to price a 1M-entry list: a
 //!   replayed frame keeps every lookup in L1), against the no-list floor and the kernel LPM
 //!   trie, at 10, 10k and 1M entries.
 //! - P3: drop rate on a veth pair (benches/veth.rs), and the program's in-situ cost from the
 //!   kernel's BPF statistics under that flood.
-//! - P4: `floodgate block load`, `add`, `del`, `status` and `load --replace` as processes.
-//! - P5: kernel memory of the real IPv6 country list.
+//! - P4: floods through the limiter on the veth pair (benches/limiter.rs): a random-source
+//!   against a one-source flood, a legitimate client's loss during the random-source flood,
+//!   and the limiter's accuracy at 2x, 10x and 100x overload.
+//! - P5: `floodgate block load`, `add`, `del`, `status` and `load --replace` as processes.
+//! - P6: kernel memory of the real IPv6 country list.
 //!
 //! This VM is noisy: every figure is paired with its reference measured in the same round, and
 //! reported as the median of the per-round ratios with their min-max. Writes
@@ -18,7 +23,9 @@
 mod chart;
 mod cli;
 mod geo;
+mod limiter;
 mod peers;
+mod policies;
 mod stats;
 mod veth;
 
@@ -40,22 +47,24 @@ use stats::Spread;
 
 /// Room for the largest P2 lists (1M IPv4 + 1M IPv6 real-world-shaped entries).
 const BENCH_POOL_NODES: u32 = 1 << 22;
-/// P4's filter: 2M mixed entries (0.9M nodes), and two 1M IPv6 lists at once during
+/// P5's filter: 2M mixed entries (0.9M nodes), and two 1M IPv6 lists at once during
 /// `--replace` (1.6M nodes). No larger: every CLI process maps the whole pool, so each command
-/// pays for its size (P4's empty-list rows show how much).
+/// pays for its size (P5's empty-list rows show how much).
 const CLI_POOL_NODES: u32 = 1 << 21;
 /// The real IPv6 list: whole countries, largest first, until at least this many prefixes.
 const REAL_V6_ENTRIES: usize = 600_000;
 
 type Report = serde_json::Map<String, Value>;
+/// Samples per label, in round order (index i of every label is round i).
+type Samples = BTreeMap<String, Vec<f64>>;
 
 struct Config {
     rounds: usize,
     repeat: u32,
     sizes: Vec<usize>,
-    /// Rounds of P4 (each CLI figure is the median over them).
+    /// Rounds of P5 (each CLI figure is the median over them).
     cli_rounds: usize,
-    /// "1M" of P4's lists.
+    /// "1M" of P5's lists.
     cli_million: usize,
 }
 
@@ -99,6 +108,8 @@ enum Runner<'a> {
     Ours(&'a str),
     XdpFilter(&'a peers::XdpFilter),
     Lpm(&'a LpmReference),
+    /// The product program of another load (its own pins and maps, a policy in force).
+    Load(&'a policies::PolicyLoad),
 }
 
 impl Runner<'_> {
@@ -107,18 +118,15 @@ impl Runner<'_> {
             Runner::Ours(prog) => b.run(prog, frame, repeat),
             Runner::XdpFilter(f) => f.run(frame, repeat),
             Runner::Lpm(l) => l.run(frame, repeat),
+            Runner::Load(l) => l.h.run(frame, repeat),
         }
     }
 }
 
 /// Measure every (label, runner, frame) once per round, rows interleaved within a round:
 /// ns per packet per label, in round order (index i of every label is round i).
-fn measure(
-    b: &BenchObject,
-    cfg: &Config,
-    rows: &[(&str, Runner<'_>, &[u8])],
-) -> Result<BTreeMap<String, Vec<f64>>> {
-    let mut samples: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+fn measure(b: &BenchObject, cfg: &Config, rows: &[(&str, Runner<'_>, &[u8])]) -> Result<Samples> {
+    let mut samples = Samples::new();
     for round in 0..cfg.rounds {
         // Rotate the order so no row always follows the same one.
         for i in 0..rows.len() {
@@ -177,7 +185,7 @@ fn main() -> Result<()> {
 
     // Before pinning to one CPU, which would make this process see only that one.
     let machine = machine();
-    let real = if want("p1") || want("p4") || want("p5") {
+    let real = if want("p1") || want("p5") || want("p6") {
         match geo::RealList::load("IPv6 country list", gen::GEOIP_V6, REAL_V6_ENTRIES) {
             Ok(r) => {
                 println!("real-world list: {}", r.summary());
@@ -193,7 +201,7 @@ fn main() -> Result<()> {
     } else {
         None
     };
-    if want("p1") || want("p2") || want("p3") {
+    if want("p1") || want("p2") || want("p3") || want("p4") {
         let mut b = BenchObject::new(BENCH_POOL_NODES)?;
         if want("p1") || want("p2") {
             // test_run measures on the calling CPU: stay on one, or caches restart at each move.
@@ -214,14 +222,22 @@ fn main() -> Result<()> {
             report.insert("p3_veth".into(), p3(&mut b, &cfg, quick, &mut goals)?);
             load.end("p3", &mut host);
         }
+        if want("p4") {
+            let load = HostLoad::start();
+            report.insert(
+                "p4_limiter".into(),
+                limiter::p4(&mut b, cfg.rounds, quick, &mut goals)?,
+            );
+            load.end("p4", &mut host);
+        }
     }
     // The CLI compiles lists on every CPU: let its processes have them all.
     test_support::unpin_thread()?;
-    if want("p4") {
+    if want("p5") {
         let load = HostLoad::start();
         report.insert(
-            "p4_cli".into(),
-            cli::p4(
+            "p5_cli".into(),
+            cli::p5(
                 cfg.cli_rounds,
                 CLI_POOL_NODES,
                 cfg.cli_million,
@@ -229,14 +245,14 @@ fn main() -> Result<()> {
                 &mut goals,
             )?,
         );
-        load.end("p4", &mut host);
+        load.end("p5", &mut host);
     }
-    if want("p5") {
+    if want("p6") {
         match &real {
             Some(r) => {
-                report.insert("p5_memory_real_ipv6".into(), cli::p5(r)?);
+                report.insert("p6_memory_real_ipv6".into(), cli::p6(r)?);
             }
-            None => println!("\nP5 skipped: no real-world list"),
+            None => println!("\nP6 skipped: no real-world list"),
         }
     }
     report.insert("machine".into(), json!(machine));
@@ -293,22 +309,24 @@ impl HostLoad {
     }
 }
 
+const TEN_ENTRIES: [&str; 10] = [
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.0.2.128/25",
+    "2001:db8:bad::/48",
+    "2001:db8:dead::/48",
+    "fd00::/8",
+    "2001:db8:1::/64",
+    "2001:db8:2::5",
+];
+
 fn ten_entries() -> Vec<Prefix> {
-    [
-        "198.51.100.0/24",
-        "203.0.113.0/24",
-        "10.0.0.0/8",
-        "172.16.0.0/12",
-        "192.0.2.128/25",
-        "2001:db8:bad::/48",
-        "2001:db8:dead::/48",
-        "fd00::/8",
-        "2001:db8:1::/64",
-        "2001:db8:2::5",
-    ]
-    .iter()
-    .map(|e| parse_entry(e).unwrap())
-    .collect()
+    TEN_ENTRIES
+        .iter()
+        .map(|e| parse_entry(e).unwrap())
+        .collect()
 }
 
 /// One P1 case: a frame, what the list says about its source, and which list.
@@ -380,10 +398,11 @@ fn p1(
 
     let mut all: Vec<(String, Vec<Row>)> = Vec::new();
     set_block(b, &ten_entries())?;
-    all.push((
-        "10-entry lists".into(),
-        p1_phase(b, cfg, &ten_cases, xdp_filter.as_ref())?,
-    ));
+    // Policy rows: product loads of their own with the same ten entries, in the same rounds.
+    let policy = policies::PolicyRows::new(&TEN_ENTRIES, Ipv4Addr::new(100, 64, 0, 1))?;
+    let (rows, samples) = p1_phase(b, cfg, &ten_cases, xdp_filter.as_ref(), &policy.rows())?;
+    all.push(("10-entry lists".into(), rows));
+    policy.check()?;
     if let Some(r) = real {
         let secs = set_block(b, &r.prefixes)?;
         println!(
@@ -392,7 +411,7 @@ fn p1(
         );
         all.push((
             format!("real IPv6 country list, {} entries", r.prefixes.len()),
-            p1_phase(b, cfg, &real_cases, xdp_filter.as_ref())?,
+            p1_phase(b, cfg, &real_cases, xdp_filter.as_ref(), &[])?.0,
         ));
         report.insert(
             "p1_real_list_sources".into(),
@@ -475,6 +494,10 @@ fn p1(
     report.insert("p1_fixed_frame_ns".into(), Value::Object(medians));
     report.insert("p1_fixed_frame".into(), Value::Object(full));
     report.insert("p1_ratio_to_xdp_filter".into(), Value::Object(ratios));
+    report.insert(
+        "p1_policy".into(),
+        policies::PolicyRows::report(&samples, "ours: IPv4 pass", goals),
+    );
     Ok(())
 }
 
@@ -490,12 +513,15 @@ struct Row {
     verdict_ok: bool,
 }
 
+/// The rows of one P1 list phase, and every sample by label (`extra` rows are measured in the
+/// same rounds, under their own labels).
 fn p1_phase(
     b: &BenchObject,
     cfg: &Config,
     cases: &[Case],
     xdp_filter: Option<&peers::XdpFilter>,
-) -> Result<Vec<Row>> {
+    extra: &[(String, Runner<'_>, Vec<u8>)],
+) -> Result<(Vec<Row>, Samples)> {
     // Each program must give the list's verdict on each frame, or the rows compare nothing.
     let mut verdict_ok = Vec::new();
     for c in cases {
@@ -525,9 +551,12 @@ fn p1_phase(
             rows.push((peer, Runner::XdpFilter(f), &c.frame));
         }
     }
+    for (label, runner, frame) in extra {
+        rows.push((label, *runner, frame));
+    }
     let s = measure(b, cfg, &rows)?;
     let floor = &s["floor"];
-    Ok(cases
+    let out = cases
         .iter()
         .zip(&labels)
         .zip(verdict_ok)
@@ -549,7 +578,8 @@ fn p1_phase(
                 verdict_ok: ok,
             }
         })
-        .collect())
+        .collect();
+    Ok((out, s))
 }
 
 /// P2: list scale with a random source per packet, against the no-list floor, the kernel LPM
@@ -907,6 +937,38 @@ fn panels(report: &Report) -> Vec<chart::Panel> {
             });
         }
     }
+    if let Some(pol) = report.get("p1_policy").and_then(|v| v.as_object()) {
+        let mut rows = Vec::new();
+        let mut ratios = Vec::new();
+        for (label, v) in pol {
+            if let Some(s) = spread_of(&v["ns"]) {
+                rows.push(Bar::spread(label.clone(), &s, true));
+            }
+        }
+        if let Some(r) = pol.get("ratio_500_to_10_rules").and_then(|v| v.as_object()) {
+            for (what, v) in r {
+                if let Some(s) = spread_of(&v["ratio_500_to_10"]) {
+                    ratios.push(Bar::spread(
+                        format!("{what}: 500 / 10 table rules"),
+                        &s,
+                        true,
+                    ));
+                }
+            }
+        }
+        out.push(chart::Panel {
+            title: "P1  policy in force: rules, limits, bans (BPF_PROG_TEST_RUN)".into(),
+            unit: "ns",
+            rows,
+            mark: None,
+        });
+        out.push(chart::Panel {
+            title: "P1  rule cost, 500 against 10 table rules, per round".into(),
+            unit: "x",
+            rows: ratios,
+            mark: Some((1.2, "goal 1.2x".into())),
+        });
+    }
     if let Some(p2) = report
         .get("p2_random_source_ns")
         .and_then(|v| v.as_object())
@@ -1022,9 +1084,96 @@ fn panels(report: &Report) -> Vec<chart::Panel> {
             mark: None,
         });
     }
-    if let Some(p4) = report.get("p4_cli") {
+    if let Some(flood) = report
+        .get("p4_limiter")
+        .and_then(|v| v.get("flood"))
+        .and_then(|v| v.as_object())
+    {
+        let mut rows = Vec::new();
+        let mut ratios = Vec::new();
+        for (label, v) in flood {
+            if let Some(s) = spread_of(&v["floodgate_mpps"]) {
+                rows.push(Bar::spread(format!("floodgate: {label}"), &s, true));
+            }
+            if let Some(s) = spread_of(&v["reference_drop_mpps"]) {
+                rows.push(Bar::spread(
+                    format!("reference XDP_DROP: {label}"),
+                    &s,
+                    false,
+                ));
+            }
+        }
+        if let Some(s) = flood.get("random_to_one_source_mpps").and_then(spread_of) {
+            ratios.push(Bar::spread("random-source / one-source flood", &s, true));
+        }
+        if let Some(s) = flood
+            .get("random_to_one_source_each_vs_its_reference")
+            .and_then(spread_of)
+        {
+            ratios.push(Bar::spread(
+                "the same, each over its generator's reference drop",
+                &s,
+                false,
+            ));
+        }
+        out.push(chart::Panel {
+            title: "P4  flood through the limiter, veth pair: packets handled".into(),
+            unit: "Mpps",
+            rows,
+            mark: None,
+        });
+        out.push(chart::Panel {
+            title: "P4  random-source against one-source flood, per round".into(),
+            unit: "x",
+            rows: ratios,
+            mark: Some((0.8, "goal 0.8x".into())),
+        });
+        if let Some(s) = flood
+            .get("legit_client")
+            .and_then(|v| v.get("loss_at_floodgate_percent"))
+            .and_then(spread_of)
+        {
+            let mut loss = vec![Bar::spread("lost at floodgate", &s, true)];
+            if let Some(all) = flood["legit_client"]
+                .get("loss_in_all_percent")
+                .and_then(spread_of)
+            {
+                loss.push(Bar::spread(
+                    "lost in all (also at the veth's full ring)",
+                    &all,
+                    false,
+                ));
+            }
+            out.push(chart::Panel {
+                title: "P4  legitimate client during the random-source flood".into(),
+                unit: "%",
+                rows: loss,
+                mark: Some((1.0, "goal < 1% at floodgate".into())),
+            });
+        }
+    }
+    if let Some(acc) = report
+        .get("p4_limiter")
+        .and_then(|v| v.get("accuracy"))
+        .and_then(|v| v.as_object())
+    {
+        let rows = ["2x", "10x", "100x"]
+            .iter()
+            .filter_map(|k| {
+                let s = spread_of(&acc.get(*k)?["passed_to_configured"])?;
+                Some(Bar::spread(format!("{k} overload"), &s, true))
+            })
+            .collect();
+        out.push(chart::Panel {
+            title: "P4  limiter accuracy: passed / configured rate".into(),
+            unit: "x",
+            rows,
+            mark: Some((1.0, "configured".into())),
+        });
+    }
+    if let Some(p5) = report.get("p5_cli") {
         let mut loads = Vec::new();
-        if let Some(l) = p4["load_into_empty"].as_object() {
+        if let Some(l) = p5["load_into_empty"].as_object() {
             for v in l.values() {
                 if let Some(s) = spread_of(&v["seconds"]) {
                     loads.push(Bar::spread(
@@ -1035,7 +1184,7 @@ fn panels(report: &Report) -> Vec<chart::Panel> {
                 }
             }
         }
-        if let Some(l) = p4["replace"].as_object() {
+        if let Some(l) = p5["replace"].as_object() {
             for v in l.values() {
                 if let Some(s) = spread_of(&v["seconds"]) {
                     loads.push(Bar::spread(
@@ -1050,15 +1199,15 @@ fn panels(report: &Report) -> Vec<chart::Panel> {
             }
         }
         out.push(chart::Panel {
-            title: "P4  floodgate CLI: list loads (wall time of the process)".into(),
+            title: "P5  floodgate CLI: list loads (wall time of the process)".into(),
             unit: "s",
             rows: loads,
             mark: Some((1.5, "goal 1.5 s per 1M".into())),
         });
         let mut changes = Vec::new();
         if let (Some(c), Some(l)) = (
-            p4["single_changes_ms"].as_object(),
-            p4["load_into_empty"].as_object(),
+            p5["single_changes_ms"].as_object(),
+            p5["load_into_empty"].as_object(),
         ) {
             for (case, ops) in c {
                 let label = l
@@ -1073,34 +1222,34 @@ fn panels(report: &Report) -> Vec<chart::Panel> {
             }
         }
         out.push(chart::Panel {
-            title: "P4  floodgate CLI with the large list in place: one command per process".into(),
+            title: "P5  floodgate CLI with the large list in place: one command per process".into(),
             unit: "ms",
             rows: changes,
             mark: Some((50.0, "goal 50 ms".into())),
         });
     }
-    if let Some(p5) = report.get("p5_memory_real_ipv6") {
+    if let Some(p6) = report.get("p6_memory_real_ipv6") {
         let mib = |v: &Value| v.as_f64().unwrap_or(0.0) / f64::from(1u32 << 20);
         out.push(chart::Panel {
             title: format!(
-                "P5  memory of the real IPv6 list ({} entries)",
-                p5["entries"]
+                "P6  memory of the real IPv6 list ({} entries)",
+                p6["entries"]
             ),
             unit: "MiB",
             rows: vec![
                 Bar::new(
                     "pool nodes in use x 80 B",
-                    mib(&p5["pool_bytes_used"]),
+                    mib(&p6["pool_bytes_used"]),
                     true,
                 ),
                 Bar::new(
                     "kernel memory of the maps (status --json)",
-                    mib(&p5["kernel_memory_bytes_status"]["total"]),
+                    mib(&p6["kernel_memory_bytes_status"]["total"]),
                     true,
                 ),
                 Bar::new(
                     "kernel memory of the pinned maps (bpftool memlock)",
-                    mib(&p5["kernel_memory_bytes_bpftool"]["total"]),
+                    mib(&p6["kernel_memory_bytes_bpftool"]["total"]),
                     false,
                 ),
             ],

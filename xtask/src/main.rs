@@ -53,7 +53,7 @@ enum Cmd {
         #[arg(default_value_t = 60)]
         seconds: u32,
     },
-    /// Benchmarks P1-P5 side by side with peers; writes target/bench/latest.{json,png}.
+    /// Benchmarks P1-P6 side by side with peers; writes target/bench/latest.{json,png}.
     Bench {
         /// Extra arguments for the bench binary (e.g. --quick).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]

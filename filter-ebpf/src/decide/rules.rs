@@ -1,7 +1,7 @@
 //! L4 rules: the shared bit-vector match of `filter_common::rules` over the maps.
 
 use filter_common::packet::Packet;
-use filter_common::rules::{self, RuleMatch, RuleMemory, RULE_WORDS};
+use filter_common::rules::{self, RuleBits, RuleMatch, RuleMemory};
 
 use crate::maps::{RULE_BITS, RULE_CLASSES, RULE_MONITOR};
 
@@ -14,19 +14,13 @@ impl RuleMemory for Maps {
     }
 
     #[inline(always)]
-    fn bits_word(&self, index: u32, word: usize) -> u64 {
-        match RULE_BITS.get(index) {
-            Some(b) => b.words[word & (RULE_WORDS - 1)],
-            None => 0,
-        }
+    fn bits(&self, index: u32) -> Option<&RuleBits> {
+        RULE_BITS.get(index)
     }
 
     #[inline(always)]
-    fn monitor_word(&self, set: u32, word: usize) -> u64 {
-        match RULE_MONITOR.get(set) {
-            Some(b) => b.words[word & (RULE_WORDS - 1)],
-            None => 0,
-        }
+    fn monitor(&self, set: u32) -> Option<&RuleBits> {
+        RULE_MONITOR.get(set)
     }
 }
 

@@ -15,6 +15,23 @@ pub fn limit_id(name: &str) -> u32 {
     h.max(1)
 }
 
+/// The program's clock (`bpf_ktime_get_coarse_ns`) moves in ticks of up to 10 ms (HZ=100).
+/// Every bucket holds at least one tick of its rate: packets in the same tick all see the
+/// same time, and a bucket shallower than a tick would lose the rest of every tick.
+pub const COARSE_TICK_NS: u64 = 10_000_000;
+
+/// Packets per second `l` lets through: its packet rate, or its byte rate in full-size
+/// (1500-byte) packets, whichever is fewer.
+fn allowed_pps(l: &Limit) -> u64 {
+    let by_bytes = l.bps.map(|b| b / (1500 * 8));
+    match (l.pps, by_bytes) {
+        (Some(p), Some(b)) => p.min(b),
+        (Some(p), None) => p,
+        (None, Some(b)) => b,
+        (None, None) => 1,
+    }
+}
+
 /// The program's view of `l`. Global limits run one bucket per CPU, each with `1/cpus` of the
 /// rate and of the burst.
 pub fn conf(l: &Limit, counter: u32, cpus: u32) -> LimitConf {
@@ -27,13 +44,13 @@ pub fn conf(l: &Limit, counter: u32, cpus: u32) -> LimitConf {
     let (pkt_cost, pkt_tolerance) = match l.pps {
         Some(pps) => {
             let cost = (1_000_000_000 * share).div_ceil(pps);
-            (cost, (burst - 1) * cost)
+            (cost, ((burst - 1) * cost).max(COARSE_TICK_NS))
         }
         None => (0, 0),
     };
     // The byte bucket holds as long a burst as the packet bucket (100 ms without a pps).
     let window_ns = match l.pps {
-        Some(pps) => (l.burst * 1_000_000_000 / pps).max(1_000_000),
+        Some(pps) => (l.burst * 1_000_000_000 / pps).max(COARSE_TICK_NS),
         None => 100_000_000,
     };
     let (byte_cost, byte_tolerance) = match l.bps {
@@ -60,8 +77,9 @@ pub fn conf(l: &Limit, counter: u32, cpus: u32) -> LimitConf {
         byte_tolerance,
         ban_ns: l.ban_seconds.map_or(0, |s| u64::from(s) * 1_000_000_000),
         // A source gets a bucket of its own once it sent half a burst within a second on one
-        // CPU: a random-source flood never gets there.
-        track_after: (burst / 2).clamp(1, 1000) as u32,
+        // CPU: a random-source flood never gets there. At most half of what the limit lets
+        // through in a second, or a source over its limit could stay under it for good.
+        track_after: (burst / 2).min(allowed_pps(l) / 2).clamp(1, 1000) as u32,
         reserved2: 0,
     }
 }
@@ -134,11 +152,69 @@ mod tests {
     }
 
     #[test]
+    fn a_small_burst_still_gets_its_rate_with_a_coarse_clock() {
+        // The kernel's coarse clock moves in ticks of 1-10 ms (HZ 1000 to 100): a bucket that
+        // holds less than a tick lost the rest of each tick (250 pps of 1000 at HZ=250).
+        for tick_ms in [1, 4, 10] {
+            let l = limit(Some(1000), None, 1);
+            for overload in [2, 10] {
+                let got = passed(&l, 1000 * overload, 10, tick_ms * 1_000_000, 100);
+                assert!(
+                    (9_900..=10_000 + 10 + 5).contains(&got),
+                    "{tick_ms} ms tick, {overload}x: {got} of 10000"
+                );
+            }
+            // Bytes alike: 1 Mbit/s of 1000-byte packets with a 1 ms window (pps 1000, burst 1).
+            let l = limit(Some(1000), Some(1_000_000), 1);
+            let got = passed(&l, 1000, 10, tick_ms * 1_000_000, 1000);
+            assert!(
+                (1_237..=1_250 + 13).contains(&got),
+                "{tick_ms} ms tick, bytes: {got} of 1250"
+            );
+        }
+    }
+
+    #[test]
     fn byte_rate_holds() {
         // 1 Mbit/s with 1000-byte packets: 125 packets per second.
         let l = limit(None, Some(1_000_000), 1);
         let got = passed(&l, 1000, 10, 4_000_000, 1000);
         assert!((1250..=1250 + 13).contains(&got), "{got}");
+    }
+
+    #[test]
+    fn a_source_over_its_limit_gets_a_bucket_within_a_sketch_epoch() {
+        // A source gets a bucket once the sketch saw `track_after` of its packets within one
+        // epoch (2^30 ns) on a CPU. One sending at its limit must get there within half an
+        // epoch whatever the burst, or it never gets a bucket and passes unlimited (pps 10,
+        // burst 100 tracked from 50 packets: a source at 40 pps, 4x over, never was).
+        let epoch_s = (1u64 << filter_common::limits::SKETCH_EPOCH_SHIFT) as f64 / 1e9;
+        for (pps, bps, burst) in [
+            (Some(10), None, 100),
+            (Some(100), None, 10_000),
+            (Some(1000), None, 100),
+            (Some(200), Some(2_000_000), 50),
+            (None, Some(100_000), 100),
+            (None, Some(10_000_000), 1),
+            (Some(1_000_000), None, 100_000),
+        ] {
+            let c = conf(&limit(pps, bps, burst), 0, 1);
+            // What the limit lets through per second, in full-size (1500-byte) packets for a
+            // byte rate.
+            let allowed = match (pps, bps) {
+                (Some(p), Some(b)) => p.min(b / 12_000),
+                (Some(p), None) => p,
+                (None, Some(b)) => b / 12_000,
+                (None, None) => unreachable!(),
+            };
+            let bound = ((allowed as f64 * epoch_s / 2.0) as u32).max(1);
+            assert!(
+                c.track_after <= bound,
+                "pps {pps:?} bps {bps:?} burst {burst}: tracked from {} packets, a source at its limit sends {} in half an epoch",
+                c.track_after,
+                bound
+            );
+        }
     }
 
     #[test]

@@ -109,12 +109,12 @@ impl RuleMemory for View<'_> {
         self.0.classes[index as usize]
     }
 
-    fn bits_word(&self, index: u32, word: usize) -> u64 {
-        self.0.bits[index as usize].words[word]
+    fn bits(&self, index: u32) -> Option<&RuleBits> {
+        self.0.bits.get(index as usize)
     }
 
-    fn monitor_word(&self, _set: u32, word: usize) -> u64 {
-        self.0.monitor.words[word]
+    fn monitor(&self, _set: u32) -> Option<&RuleBits> {
+        Some(&self.0.monitor)
     }
 }
 
