@@ -495,3 +495,78 @@ fn a_list_pool_over_half_the_memory_is_refused() {
     );
     assert!(!dir.0.exists(), "{} was created", dir.0.display());
 }
+
+/// A policy file naming `ifaces`, with one blocked prefix; removed on drop.
+fn policy_naming(ifaces: &[&str], mode: &str) -> test_support::TempFile {
+    let names: Vec<String> = ifaces.iter().map(|i| format!("\"{i}\"")).collect();
+    let text = format!(
+        "[interfaces]\nnames = [{}]\nmode = \"{mode}\"\n\n[lists]\nblock = [\"192.0.2.0/24\"]\n",
+        names.join(", ")
+    );
+    test_support::TempFile::new("fgpolicy-", text.as_bytes()).unwrap()
+}
+
+#[test]
+fn a_policy_naming_its_interfaces_loads_a_fresh_filter_and_attaches() {
+    // What `floodgate run --config` does at boot, before anything is pinned.
+    require_root();
+    let net = VethPair::new().unwrap();
+    let dir = FreshDir::new();
+    let policy = policy_naming(&[&net.a_if], "skb");
+    let out = fg(&net.a, &dir.0, &["apply", policy.path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(&format!("did attach {}", net.a_if)),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(has_xdp(&net.a, &net.a_if));
+    let status: serde_json::Value =
+        serde_json::from_slice(&fg(&net.a, &dir.0, &["status", "--json"]).stdout).unwrap();
+    assert_eq!(status["generation"], 1);
+    assert_eq!(status["lists"]["block"]["ipv4"], 1);
+    assert_eq!(status["interfaces"][0]["state"], "attached");
+}
+
+#[test]
+fn a_fresh_apply_that_attaches_nothing_leaves_nothing_pinned() {
+    require_root();
+    let ns = Netns::new("fglo").unwrap();
+    let dir = FreshDir::new();
+    let policy = policy_naming(&["lo"], "native");
+    let out = fg(&ns, &dir.0, &["apply", policy.path.to_str().unwrap()]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("could not attach to lo") && err.contains("native XDP is not available"),
+        "{err}"
+    );
+    assert!(!dir.0.exists(), "{} was left behind", dir.0.display());
+    // An interface that does not exist changes nothing either (a usage error).
+    let policy = policy_naming(&["fgnosuch0"], "auto");
+    let out = fg(&ns, &dir.0, &["apply", policy.path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(!dir.0.exists());
+}
+
+#[test]
+fn a_policy_interface_that_cannot_be_attached_fails_the_apply_and_detaches_nothing() {
+    let a = Attached::new(&["--mode", "skb"]);
+    // The policy moves filtering from the veth to lo, where native XDP is not available.
+    let policy = policy_naming(&["lo"], "native");
+    let out = a.run(&["apply", policy.path.to_str().unwrap()]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("the policy is in force as generation 1")
+            && err.contains("could not attach to lo")
+            && err.contains("nothing was detached"),
+        "{err}"
+    );
+    // The interface that was filtered still is.
+    assert!(has_xdp(&a.net.a, a.iface()));
+    let v = a.status_json();
+    assert_eq!(v["interfaces"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["interfaces"][0]["state"], "attached");
+    assert_eq!(v["lists"]["block"]["ipv4"], 1);
+}

@@ -3,6 +3,7 @@
 //! real-world-shaped lists. Every fixture removes what it created on drop, so a failing test
 //! leaves nothing behind.
 
+pub mod flood;
 pub mod gen;
 
 use std::path::PathBuf;

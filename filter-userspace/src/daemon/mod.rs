@@ -75,6 +75,16 @@ fn reload(pins: &PinDir, config: &Path, names: &LimitNames, why: &str) -> Result
     }
 }
 
+/// Log a re-apply that failed: refused (the previous policy stays in force), or published
+/// with interfaces left unattached (the error says which).
+fn log_failed(why: &str, e: &anyhow::Error) {
+    if e.is::<policy::apply::NotAttached>() {
+        error!("{why}: {e:#}");
+    } else {
+        error!("{why}: {e:#}; the previous policy stays in force");
+    }
+}
+
 /// Directories to watch: the policy's, and those of the list files it names.
 fn watched(config: &Path) -> Vec<PathBuf> {
     let mut dirs = vec![config.parent().unwrap_or(Path::new(".")).to_path_buf()];
@@ -145,7 +155,7 @@ async fn serve(pins: PinDir, config: PathBuf, detach_on_exit: bool) -> Result<()
         tokio::select! {
             _ = hup.recv() => {
                 if let Err(e) = reload(&pins, &config, &names, "SIGHUP") {
-                    error!("SIGHUP: {e:#}; the previous policy stays in force");
+                    log_failed("SIGHUP", &e);
                 }
             }
             Some(()) = changes.recv() => {
@@ -153,7 +163,7 @@ async fn serve(pins: PinDir, config: PathBuf, detach_on_exit: bool) -> Result<()
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 while changes.try_recv().is_ok() {}
                 if let Err(e) = reload(&pins, &config, &names, "file changed") {
-                    error!("file changed: {e:#}; the previous policy stays in force");
+                    log_failed("file changed", &e);
                 }
             }
             guard = events.readable_mut() => {

@@ -15,6 +15,7 @@ use serde::Serialize;
 use super::rules::RuleTables;
 use super::{guard, limits, load, Policy};
 use crate::lists::{edit_lists, plan, Edit, Edited};
+use crate::state::attach::AttachOutcome;
 use crate::state::snapshot::{AppliedPolicy, Origin};
 use crate::state::{PinDir, Session, Snapshot};
 
@@ -141,6 +142,33 @@ pub fn applied(old: &AppliedPolicy, policy: Policy) -> AppliedPolicy {
     }
 }
 
+/// The policy was published, but interfaces it names could not be attached (each with why).
+#[derive(Debug, thiserror::Error)]
+pub struct NotAttached {
+    pub generation: u64,
+    pub failed: Vec<String>,
+    /// The apply had loaded the filter itself and, with nothing attached, removed it again.
+    pub unloaded: bool,
+}
+
+impl std::fmt::Display for NotAttached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let failed = self.failed.join("; ");
+        if self.unloaded {
+            write!(
+                f,
+                "could not attach to {failed}; nothing was attached, so nothing is loaded"
+            )
+        } else {
+            write!(
+                f,
+                "the policy is in force as generation {}, but could not attach to {failed}; nothing was detached",
+                self.generation
+            )
+        }
+    }
+}
+
 /// What an apply changes (or would change, with `--dry-run`).
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
@@ -263,6 +291,7 @@ fn prepare(
 /// it is not loaded yet.
 pub fn apply(pins: &PinDir, path: &Path, dry_run: bool, force: bool) -> Result<Report> {
     let policy = load(path)?;
+    let mut loaded_here = false;
     if !pins.is_loaded() {
         if policy.interfaces.is_none() {
             bail!(
@@ -279,14 +308,51 @@ pub fn apply(pins: &PinDir, path: &Path, dry_run: bool, force: bool) -> Result<R
         }
         let _locked = crate::state::pins::Locked::creating(pins)?;
         crate::state::attach::ensure_loaded(pins, filter_common::maps::DEFAULT_POOL_NODES)?;
+        loaded_here = true;
     }
+    let result = apply_loaded(pins, path, &policy, dry_run, force);
+    if loaded_here {
+        let attached_any = crate::state::attach::attached(pins).map_or(true, |a| {
+            a.iter()
+                .any(|i| i.state == crate::state::attach::LinkState::Attached)
+        });
+        if !attached_any {
+            // Nothing filters: leave nothing pinned (the maps hold 160 MiB), as a failed
+            // first `attach` does.
+            match crate::state::attach::detach_all(pins) {
+                Ok(_) => {
+                    if let Err(e) = result {
+                        return Err(match e.downcast::<NotAttached>() {
+                            Ok(n) => NotAttached {
+                                unloaded: true,
+                                ..n
+                            }
+                            .into(),
+                            Err(e) => e,
+                        });
+                    }
+                }
+                Err(e) => tracing::warn!("cannot remove what this apply loaded: {e:#}"),
+            }
+        }
+    }
+    result
+}
+
+fn apply_loaded(
+    pins: &PinDir,
+    path: &Path,
+    policy: &Policy,
+    dry_run: bool,
+    force: bool,
+) -> Result<Report> {
     let mut session = Session::open_for_change(pins)?;
     let old = session.current()?;
     let attached: Vec<String> = crate::state::attach::attached(pins)?
         .into_iter()
         .map(|a| a.name)
         .collect();
-    let (edits, mut report, next) = prepare(&old, attached, &policy, path, force)?;
+    let (edits, mut report, next) = prepare(&old, attached, policy, path, force)?;
     if dry_run {
         return Ok(report);
     }
@@ -309,12 +375,29 @@ pub fn apply(pins: &PinDir, path: &Path, dry_run: bool, force: bool) -> Result<R
     session.commit(plan)?;
     if let Some(want) = &policy.interfaces {
         if !report.attach.is_empty() {
-            crate::state::attach::attach(
+            let done = crate::state::attach::attach(
                 pins,
                 &report.attach,
                 super::attach_mode(&want.mode),
                 None,
             )?;
+            let failed: Vec<String> = done
+                .outcomes
+                .iter()
+                .filter_map(|(name, outcome)| match outcome {
+                    AttachOutcome::Failed(e) => Some(format!("{name} ({e:#})")),
+                    _ => None,
+                })
+                .collect();
+            if !failed.is_empty() {
+                // Interfaces still filtered stay filtered: nothing is detached.
+                return Err(NotAttached {
+                    generation: report.generation,
+                    failed,
+                    unloaded: false,
+                }
+                .into());
+            }
         }
         if !report.detach.is_empty() {
             crate::state::attach::detach(pins, &report.detach)?;
