@@ -225,14 +225,21 @@ fn a_ban_drops_everything_from_the_source_and_lapses_without_the_controller() {
     let got = rx.finish().unwrap();
     let after = lab.counters();
 
-    // The flood: the packets before the bucket, its burst (and what refilled while it was
-    // spent, at most 2 packets), then the first refusal banned the source.
+    // The flood: the packets before the bucket, its burst and what refilled while it was
+    // spent, then the first refusal banned the source.
     let flood_n = flood.delivered(bad);
     let passed_flood = delta(&before, &during, Reason::Passed);
     let min = BURST + untracked(BURST);
+    assert!(passed_flood >= min, "passed {passed_flood} of {flood_n}");
+    let times = &got.times[&IpAddr::V4(bad)];
+    // The refill is measured, not assumed: a sender preempted by the other tests' floods
+    // spends the burst more slowly (one more for the coarse clock's tick).
+    let spending =
+        (times[passed_flood as usize - 1] - times[untracked(BURST) as usize]).as_secs_f64();
+    let refill = (spending * PPS as f64).ceil() as u64 + 1;
     assert!(
-        (min..=min + 2).contains(&passed_flood),
-        "passed {passed_flood} of {flood_n}"
+        passed_flood <= min + refill,
+        "passed {passed_flood} of {flood_n}: more than the burst and {refill} refilled in {spending:.3} s"
     );
     assert_eq!(delta(&before, &during, Reason::DroppedRateLimit), 1);
     assert_eq!(
@@ -243,7 +250,6 @@ fn a_ban_drops_everything_from_the_source_and_lapses_without_the_controller() {
 
     // The lapse: the first probe through came ban_seconds after the last packet before the
     // ban (which the next packet, 1 ms later, placed).
-    let times = &got.times[&IpAddr::V4(bad)];
     let last_before = times[passed_flood as usize - 1];
     let first_after = times[passed_flood as usize];
     let lapse = (first_after - last_before).as_secs_f64();
@@ -252,10 +258,11 @@ fn a_ban_drops_everything_from_the_source_and_lapses_without_the_controller() {
     eprintln!(
         "ban: lapsed after {lapse:.3} s (ban_seconds {BAN_S}); {probes_passed} of {probes_n} probes passed"
     );
-    // Probes 20 ms apart, a 4 ms clock tick: at most ~30 ms late; never early.
+    // Probes 20 ms apart, a 4 ms clock tick: about 25 ms late at most, plus what a sender
+    // preempted by the other tests loses; never early.
     let ban_s = BAN_S as f64;
     assert!(
-        (ban_s - 0.002..=ban_s + 0.1).contains(&lapse),
+        (ban_s - 0.002..=ban_s + 0.2).contains(&lapse),
         "the ban lapsed after {lapse:.3} s, not {BAN_S} s"
     );
     // After the lapse the source is served again, below its limit: every probe passes.
