@@ -231,6 +231,19 @@ fn main() -> Result<()> {
             load.end("p4", &mut host);
         }
     }
+    // `--only p4-accuracy`: P4's test-run rows without its veth floods (no bench object).
+    let named = |part: &str| {
+        only.as_deref()
+            .is_some_and(|o| o.split(',').any(|p| p == part))
+    };
+    if named("p4-accuracy") && !want("p4") {
+        let load = HostLoad::start();
+        report.insert(
+            "p4_limiter".into(),
+            json!({"accuracy": limiter::accuracy(cfg.rounds, quick)?}),
+        );
+        load.end("p4", &mut host);
+    }
     // The CLI compiles lists on every CPU: let its processes have them all.
     test_support::unpin_thread()?;
     if want("p5") {
