@@ -448,7 +448,7 @@ pub fn accuracy(rounds: usize, quick: bool) -> Result<Value> {
     let mut offered_rates: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
     let mut source = 0u32;
     let mut state_acc: BTreeMap<(u64, Arrival, State), Vec<f64>> = BTreeMap::new();
-    let mut state_ns: BTreeMap<(bool, State), Vec<f64>> = BTreeMap::new();
+    let mut state_ns: BTreeMap<(bool, usize, State), Vec<f64>> = BTreeMap::new();
     let cost_runs: u32 = if quick { 200_000 } else { 1_000_000 };
     for round in 0..rounds {
         for i in 0..OVERLOADS.len() {
@@ -513,16 +513,22 @@ pub fn accuracy(rounds: usize, quick: bool) -> Result<Value> {
                 .or_default()
                 .push(passed as f64 / (ACCURACY_PPS as f64 * secs));
         }
+        // All CPUs on the source at once, and one CPU alone for reference.
         for (charged, pps) in [(true, CHARGED_PPS), (false, ACCURACY_PPS)] {
             variants.set(pps, pps / 10)?;
-            for i in 0..states.len() {
-                let state = states[(i + round) % states.len()];
-                source += 1;
-                let frame = test_support::udp_frame_from(
-                    Ipv4Addr::from(u32::from(Ipv4Addr::new(100, 73, 0, 0)) + source).into(),
-                );
-                let ns = contended_ns(variants.prog(state)?, &all_cpus, &frame, cost_runs)?;
-                state_ns.entry((charged, state)).or_default().push(ns);
+            for on in [&all_cpus[..], &all_cpus[..1]] {
+                for i in 0..states.len() {
+                    let state = states[(i + round) % states.len()];
+                    source += 1;
+                    let frame = test_support::udp_frame_from(
+                        Ipv4Addr::from(u32::from(Ipv4Addr::new(100, 73, 0, 0)) + source).into(),
+                    );
+                    let ns = contended_ns(variants.prog(state)?, on, &frame, cost_runs)?;
+                    state_ns
+                        .entry((charged, on.len(), state))
+                        .or_default()
+                        .push(ns);
+                }
             }
         }
         println!("  P4 accuracy round {}/{rounds} done", round + 1);
@@ -821,7 +827,7 @@ fn contended_ns(prog: &aya::programs::Xdp, on: &[usize], frame: &[u8], repeat: u
 /// The shared-against-per-CPU table: printed, and its JSON.
 fn state_table(
     acc: &BTreeMap<(u64, Arrival, State), Vec<f64>>,
-    ns: &BTreeMap<(bool, State), Vec<f64>>,
+    ns: &BTreeMap<(bool, usize, State), Vec<f64>>,
     rounds: usize,
     window: f64,
     cpus: usize,
@@ -868,7 +874,7 @@ fn state_table(
         accuracy.insert(format!("{overload}x"), Value::Object(row));
     }
     println!(
-        "ns per packet, one source from {cpus} CPUs at once (BPF_PROG_TEST_RUN, {cost_runs} runs per CPU, mean of the CPUs):"
+        "ns per packet, one source (BPF_PROG_TEST_RUN, {cost_runs} runs per CPU; with all CPUs at once, the mean of the CPUs):"
     );
     let mut cost = serde_json::Map::new();
     for (charged, label, key) in [
@@ -879,27 +885,38 @@ fn state_table(
         ),
         (false, "over its limit (20,000 pps)", "over_limit"),
     ] {
-        let (Some(a), Some(b)) = (ns.get(&(charged, sh)), ns.get(&(charged, pc))) else {
-            continue;
-        };
-        let (s, p, r) = (Spread::of(a), Spread::of(b), Spread::ratio(b, a));
-        println!(
-            "{:<40} {:>20} {:>20} {:>20}",
-            label,
-            format!("shared {}", s.show(1)),
-            format!("per-CPU {}", p.show(1)),
-            r.show_ratio()
-        );
-        cost.insert(
-            key.into(),
-            json!({sh.key(): s.json(), pc.key(): p.json(), "per_cpu_to_shared": r.json()}),
-        );
+        let mut row = serde_json::Map::new();
+        for (threads, on, on_key) in [
+            (cpus, format!("{cpus} CPUs at once"), "all_cpus_at_once"),
+            (1, "one CPU alone".into(), "one_cpu_alone"),
+        ] {
+            let (Some(a), Some(b)) = (
+                ns.get(&(charged, threads, sh)),
+                ns.get(&(charged, threads, pc)),
+            ) else {
+                continue;
+            };
+            let (s, p, r) = (Spread::of(a), Spread::of(b), Spread::ratio(b, a));
+            println!(
+                "{:<40} {:<16} {:>22} {:>22} {:>20}",
+                label,
+                on,
+                format!("shared {}", s.show(1)),
+                format!("per-CPU {}", p.show(1)),
+                r.show_ratio()
+            );
+            row.insert(
+                on_key.into(),
+                json!({sh.key(): s.json(), pc.key(): p.json(), "per_cpu_to_shared": r.json()}),
+            );
+        }
+        cost.insert(key.into(), Value::Object(row));
     }
     json!({"accuracy": accuracy, "ns_per_pkt_contended": cost,
            "method": {"limit_pps": ACCURACY_PPS, "burst": ACCURACY_PPS / 10, "cpus": cpus,
                       "shared_cas": "bench_limit_shared: the source's bucket in an LRU hash shared by all CPUs, charged with the product's compare-and-swap GCRA (limit as the product holds a per-source limit)",
                       "per_cpu_split": "bench_limit_percpu: the source's bucket in an LRU per-CPU hash, plain GCRA, each CPU with 1/ncpu of the rate and burst (as the product holds a global limit)",
                       "arrival": "all_cpus: one paced thread per CPU, each offering 1/ncpu of the load; one_cpu: one paced thread on CPU 0 offering all of it",
-                      "cost": format!("both CPUs run {cost_runs} test runs of the same one-source frame at once; the kernel's mean per run, averaged over the CPUs; every_packet_charged at a limit of {CHARGED_PPS} pps, over_limit at {ACCURACY_PPS} pps"),
+                      "cost": format!("every CPU (or CPU 0 alone) runs {cost_runs} test runs of the same one-source frame at once; the kernel's mean per run, averaged over the CPUs; every_packet_charged at a limit of {CHARGED_PPS} pps, over_limit at {ACCURACY_PPS} pps"),
                       "neither_variant_has": "the product's lists, rules, sketch or counters per limit: the two differ only in how the bucket is held"}})
 }

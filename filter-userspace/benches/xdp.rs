@@ -260,6 +260,15 @@ fn main() -> Result<()> {
         );
         load.end("p5", &mut host);
     }
+    // `--only p5-apply`: only P5's policy-apply rows.
+    if named("p5-apply") && !want("p5") {
+        let load = HostLoad::start();
+        report.insert(
+            "p5_cli".into(),
+            json!({"apply_policy": cli::apply_rows(cfg.cli_rounds, CLI_POOL_NODES, cfg.cli_million)?}),
+        );
+        load.end("p5", &mut host);
+    }
     if want("p6") {
         match &real {
             Some(r) => {
