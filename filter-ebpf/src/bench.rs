@@ -3,6 +3,14 @@
 //! part of the product object.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+#![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
+#![cfg_attr(
+    target_arch = "bpf",
+    expect(
+        internal_features,
+        reason = "compare-and-swap on map values: the bpf target offers no atomic types"
+    )
+)]
 
 #[cfg(not(target_arch = "bpf"))]
 fn main() {}
@@ -10,10 +18,13 @@ fn main() {}
 #[cfg(target_arch = "bpf")]
 mod programs {
     use aya_ebpf::bindings::xdp_action;
-    use aya_ebpf::helpers::bpf_get_prandom_u32;
+    use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns};
     use aya_ebpf::macros::{map, xdp};
     use aya_ebpf::maps::lpm_trie::{Key, LpmTrie};
+    use aya_ebpf::maps::{Array, LruHashMap, LruPerCpuHashMap};
     use aya_ebpf::programs::XdpContext;
+    use core::intrinsics::AtomicOrdering;
+    use filter_common::limits::{gcra, masked, prefix_for, Bucket, LimitConf, SourceKey};
     use filter_common::parse::{ETH_P_IPV4, ETH_P_IPV6};
     use filter_common::trie::Family;
     use filter_common::Reason;
@@ -176,6 +187,144 @@ mod programs {
             _ => {}
         }
         xdp_action::XDP_TX
+    }
+
+    /// The per-source limit of the limiter variants below, written by the bench: [0] as
+    /// configured (one bucket shared by all CPUs), [1] with each CPU's share of the rate and
+    /// of the burst (one bucket per CPU), as the product's global limits hold it.
+    #[map]
+    static BENCH_LIMIT: Array<LimitConf> = Array::with_max_entries(2, 0);
+
+    /// Per-source buckets shared by all CPUs (the product's choice, as `SOURCE_BUCKETS`).
+    #[map]
+    static BENCH_SHARED_BUCKETS: LruHashMap<SourceKey, Bucket> =
+        LruHashMap::with_max_entries(4096, 0);
+
+    /// The alternative measured against it: per-source buckets with one value per CPU.
+    #[map]
+    static BENCH_PERCPU_BUCKETS: LruPerCpuHashMap<SourceKey, Bucket> =
+        LruPerCpuHashMap::with_max_entries(4096, 0);
+
+    const BPF_NOEXIST: u64 = 1;
+
+    #[inline(always)]
+    fn source_key(conf: &LimitConf, p: &Packet) -> SourceKey {
+        let (hi, lo) = masked(p.src_hi, p.src_lo, prefix_for(conf, p.family));
+        SourceKey {
+            id: conf.id,
+            family: p.family as u32,
+            hi,
+            lo,
+        }
+    }
+
+    /// The product's `decide::limits::charge_shared`, copied (it is private there): a few
+    /// compare-and-swap attempts, then give way.
+    #[inline(always)]
+    fn charge_shared(tat: *mut u64, now: u64, cost: u64, tolerance: u64) -> bool {
+        let mut i = 0;
+        while i < 4 {
+            // SAFETY: `tat` points into a map value the verifier checked.
+            let old = unsafe { core::ptr::read_volatile(tat) };
+            let Some(new) = gcra(old, now, cost, tolerance) else {
+                return false;
+            };
+            // SAFETY: as above; an 8-byte aligned u64.
+            let (_, ok) = unsafe {
+                core::intrinsics::atomic_cxchg::<
+                    u64,
+                    { AtomicOrdering::SeqCst },
+                    { AtomicOrdering::SeqCst },
+                >(tat, old, new)
+            };
+            if ok {
+                return true;
+            }
+            i += 1;
+        }
+        true
+    }
+
+    /// Shared-state per-source limit: the source's bucket in a hash shared by all CPUs,
+    /// charged with compare-and-swap (as the product; without its sketch, lists and rules).
+    #[xdp]
+    pub fn bench_limit_shared(ctx: XdpContext) -> u32 {
+        let reason = match parse::packet(&ctx) {
+            Parsed::Ip(p) => match BENCH_LIMIT.get(0) {
+                Some(conf) => {
+                    let key = source_key(conf, &p);
+                    let bucket = match BENCH_SHARED_BUCKETS.get_ptr_mut(&key) {
+                        Some(b) => Some(b),
+                        None => {
+                            let _ =
+                                BENCH_SHARED_BUCKETS.insert(&key, &Bucket::default(), BPF_NOEXIST);
+                            BENCH_SHARED_BUCKETS.get_ptr_mut(&key)
+                        }
+                    };
+                    match bucket {
+                        // SAFETY: a field pointer into the map value the lookup returned;
+                        // helper without preconditions.
+                        Some(b) => unsafe {
+                            if charge_shared(
+                                &raw mut (*b).pkt_tat,
+                                bpf_ktime_get_coarse_ns(),
+                                conf.pkt_cost,
+                                conf.pkt_tolerance,
+                            ) {
+                                Reason::Passed
+                            } else {
+                                Reason::DroppedRateLimit
+                            }
+                        },
+                        None => Reason::Passed,
+                    }
+                }
+                None => Reason::Passed,
+            },
+            other => decide::verdict(other, observe::slot(&ctx)),
+        };
+        finish(&ctx, reason)
+    }
+
+    /// Per-CPU per-source limit: each CPU holds its own bucket for the source with 1/ncpu of
+    /// the rate and burst (`BENCH_LIMIT[1]`), plain reads and writes, no shared cache line.
+    #[xdp]
+    pub fn bench_limit_percpu(ctx: XdpContext) -> u32 {
+        let reason = match parse::packet(&ctx) {
+            Parsed::Ip(p) => match BENCH_LIMIT.get(1) {
+                Some(conf) => {
+                    let key = source_key(conf, &p);
+                    let bucket = match BENCH_PERCPU_BUCKETS.get_ptr_mut(&key) {
+                        Some(b) => Some(b),
+                        None => {
+                            let _ =
+                                BENCH_PERCPU_BUCKETS.insert(&key, &Bucket::default(), BPF_NOEXIST);
+                            BENCH_PERCPU_BUCKETS.get_ptr_mut(&key)
+                        }
+                    };
+                    match bucket {
+                        Some(b) => {
+                            // SAFETY: this CPU's value: only this CPU touches it while this
+                            // program runs.
+                            let b = unsafe { &mut *b };
+                            // SAFETY: helper without preconditions.
+                            let now = unsafe { bpf_ktime_get_coarse_ns() };
+                            match gcra(b.pkt_tat, now, conf.pkt_cost, conf.pkt_tolerance) {
+                                Some(t) => {
+                                    b.pkt_tat = t;
+                                    Reason::Passed
+                                }
+                                None => Reason::DroppedRateLimit,
+                            }
+                        }
+                        None => Reason::Passed,
+                    }
+                }
+                None => Reason::Passed,
+            },
+            other => decide::verdict(other, observe::slot(&ctx)),
+        };
+        finish(&ctx, reason)
     }
 
     #[panic_handler]

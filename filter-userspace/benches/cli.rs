@@ -429,13 +429,17 @@ pub fn p5(
             json!({"label": label, "seconds": s.json()}),
         );
     }
+    let pool_nodes = cli.pool_nodes;
+    drop(cli);
+    let apply = apply_rows(rounds, pool_nodes, million)?;
     Ok(json!({
-        "pool_nodes": cli.pool_nodes,
+        "pool_nodes": pool_nodes,
         "rounds": rounds,
         "load_into_empty": out_load,
         "single_changes_ms": out_change,
         "empty_list_baseline_ms": out_baseline,
         "replace": out_replace,
+        "apply_policy": apply,
     }))
 }
 
@@ -525,4 +529,105 @@ fn bpftool_memlock(root: &Path) -> Result<BTreeMap<String, u64>> {
         }
     }
     Ok(out)
+}
+
+/// Table rules of the applied policy (benches/policies.rs generates them).
+const APPLY_RULES: usize = 500;
+
+/// `floodgate apply --force FILE` of a policy with `block_files = [FILE of `entries` mixed
+/// real-world-shaped entries]` and 500 table rules, to a filter attached to a veth of the
+/// bench's own (no traffic crosses it), each a process timed end to end: (a) into a freshly
+/// loaded, empty filter, (b) the same file again, (c) the same with one rule changed. A fresh
+/// load and pair every round.
+pub fn apply_rows(rounds: usize, pool_nodes: u32, entries: usize) -> Result<Value> {
+    let mut list = gen::realistic_v4(entries / 2, 31);
+    list.extend(gen::realistic_v6(entries - entries / 2, 32));
+    let list_file = TempFile::list(&list)?;
+    drop(list);
+    let rules = crate::policies::rules_toml(APPLY_RULES, 7);
+    let lists = format!("[lists]\nblock_files = [\"{}\"]\n", Cli::path(&list_file)?);
+    // One rule changed: the telnet rule gains a port.
+    let changed_rules = rules.replacen(
+        r#"dst_ports = [23, "2323-2324"]"#,
+        r#"dst_ports = [23, "2323-2325"]"#,
+        1,
+    );
+    if changed_rules == rules {
+        bail!("the bench's rule set no longer holds the rule the apply rows change");
+    }
+    let policy = TempFile::new("fgbench-apply-", format!("{lists}{rules}").as_bytes())?;
+    let changed = TempFile::new(
+        "fgbench-apply-",
+        format!("{lists}{changed_rules}").as_bytes(),
+    )?;
+    let parsed = floodgate::policy::load(&policy.path)?;
+    if parsed.table_rules() != APPLY_RULES {
+        bail!(
+            "the apply rows' policy has {} table rules, not {APPLY_RULES}",
+            parsed.table_rules()
+        );
+    }
+    drop(parsed);
+    let steps = [
+        ("first", "first apply into an empty filter", &policy),
+        ("unchanged", "re-apply, file unchanged", &policy),
+        ("one_rule_changed", "re-apply, one rule changed", &changed),
+    ];
+    let mut secs: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for round in 0..rounds {
+        let net = test_support::VethPair::new()?;
+        let cli = Cli::new(pool_nodes)?;
+        let root = cli.dir.pins.root().to_string_lossy().into_owned();
+        net.a.exec(&[
+            cli.bin,
+            "--pin-dir",
+            &root,
+            "attach",
+            "--mode",
+            "native",
+            &net.a_if,
+        ])?;
+        for (key, label, file) in steps {
+            let (s, _) = cli
+                .run(&["apply", "--force", Cli::path(file)?])
+                .with_context(|| format!("apply: {label}"))?;
+            secs.entry(key).or_default().push(s);
+        }
+        let st = cli.status()?;
+        let listed = st["lists"]["block"]["ipv4"].as_u64().unwrap_or(0)
+            + st["lists"]["block"]["ipv6"].as_u64().unwrap_or(0);
+        let in_force = st["policy"]["rules"].as_array().map_or(0, Vec::len);
+        if listed != entries as u64 || st["interfaces"].as_array().is_none_or(Vec::is_empty) {
+            bail!(
+                "after the applies: {listed} entries listed (expected {entries}), interfaces {}",
+                st["interfaces"]
+            );
+        }
+        println!(
+            "  P5 apply round {}/{rounds} done ({in_force} policy rules in force, presets expanded to {APPLY_RULES} table rules)",
+            round + 1
+        );
+        // The pins go first (the filter with them), then the pair.
+        drop(cli);
+        drop(net);
+    }
+    println!(
+        "\nP5  floodgate apply --force FILE: {} block entries (block_files, gen::realistic_v4 + realistic_v6 halves) and {APPLY_RULES} table rules, filter attached, one process each (median (min-max) of {rounds}; seconds)",
+        entries
+    );
+    let mut out = serde_json::Map::new();
+    for (key, label, _) in steps {
+        let s = Spread::of(&secs[key]);
+        println!("{label:<44} {:>22}", s.show(2));
+        out.insert(key.into(), json!({"label": label, "seconds": s.json()}));
+    }
+    out.insert(
+        "method".into(),
+        json!({"entries": entries, "table_rules": APPLY_RULES, "rounds": rounds, "pool_nodes": pool_nodes,
+               "list": "block_files = [one file]: gen::realistic_v4(n/2, 31) and gen::realistic_v6(n/2, 32)",
+               "rules": "benches/policies.rs rules_toml(500, 7): the P1 500-rule set",
+               "changed_rule": "no-telnet's dst_ports 2323-2324 -> 2323-2325",
+               "filter": "a fresh load per round, attached (native) to a veth of the bench's own namespaces; apply run as a process with --pin-dir"}),
+    );
+    Ok(Value::Object(out))
 }

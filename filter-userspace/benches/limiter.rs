@@ -11,6 +11,10 @@
 //!   socket in the receiving namespace.
 //! - Accuracy: packets passed against the configured rate at 2x, 10x and 100x overload, one
 //!   source through BPF_PROG_TEST_RUN (see [`accuracy`] for why).
+//! - State over CPUs (issue 7): the product's per-source bucket shared by all CPUs and charged
+//!   with compare-and-swap, against per-CPU buckets each holding 1/ncpu of the rate, both as
+//!   bench programs in the same rounds: accuracy with the source's packets on all CPUs and on
+//!   one CPU (one flow, one RSS queue), and ns per packet with two CPUs on the same source.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -436,11 +440,16 @@ pub fn accuracy(rounds: usize, quick: bool) -> Result<Value> {
         &net.a_if,
     ])?;
     let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+    let all_cpus: Vec<usize> = (0..cpus).collect();
+    let mut variants = Variants::new(&h, cpus as u32)?;
     let window = if quick { 1.0 } else { 3.0 };
     let warm_up = 0.5;
     let mut ratios: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
     let mut offered_rates: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
     let mut source = 0u32;
+    let mut state_acc: BTreeMap<(u64, Arrival, State), Vec<f64>> = BTreeMap::new();
+    let mut state_ns: BTreeMap<(bool, usize, State), Vec<f64>> = BTreeMap::new();
+    let cost_runs: u32 = if quick { 200_000 } else { 1_000_000 };
     for round in 0..rounds {
         for i in 0..OVERLOADS.len() {
             let overload = OVERLOADS[(i + round) % OVERLOADS.len()];
@@ -450,7 +459,16 @@ pub fn accuracy(rounds: usize, quick: bool) -> Result<Value> {
                 Ipv4Addr::from(u32::from(Ipv4Addr::new(100, 72, 0, 0)) + source).into(),
             );
             let rate = (ACCURACY_PPS * overload) as f64;
-            let (passed, offered, secs) = offer(&h, cpus, &frame, rate, warm_up, window)?;
+            let (passed, offered, secs) = offer(
+                &h,
+                cpus,
+                &all_cpus,
+                &|f: &[u8], n| h.run(f, n).map(drop),
+                &frame,
+                rate,
+                warm_up,
+                window,
+            )?;
             ratios
                 .entry(overload)
                 .or_default()
@@ -460,6 +478,60 @@ pub fn accuracy(rounds: usize, quick: bool) -> Result<Value> {
                 .or_default()
                 .push(offered as f64 / secs / rate);
         }
+        // The two ways of holding the limit over CPUs, in the same round: accuracy, then
+        // cost. The order of state, arrival and overload turns with the round.
+        variants.set(ACCURACY_PPS, ACCURACY_PPS / 10)?;
+        let states = [State::Shared, State::PerCpu];
+        let arrivals = [Arrival::AllCpus, Arrival::OneCpu];
+        for k in 0..states.len() * arrivals.len() * OVERLOADS.len() {
+            let k = (k + round) % (states.len() * arrivals.len() * OVERLOADS.len());
+            let state = states[k % 2];
+            let arrival = arrivals[(k / 2) % 2];
+            let overload = OVERLOADS[k / 4];
+            source += 1;
+            let frame = test_support::udp_frame_from(
+                Ipv4Addr::from(u32::from(Ipv4Addr::new(100, 72, 0, 0)) + source).into(),
+            );
+            let rate = (ACCURACY_PPS * overload) as f64;
+            let on: &[usize] = match arrival {
+                Arrival::AllCpus => &all_cpus,
+                Arrival::OneCpu => &all_cpus[..1],
+            };
+            let prog = variants.prog(state)?;
+            let (passed, _, secs) = offer(
+                &h,
+                cpus,
+                on,
+                &|f: &[u8], n| test_support::run_frame(prog, f, n).map(drop),
+                &frame,
+                rate,
+                warm_up,
+                window,
+            )?;
+            state_acc
+                .entry((overload, arrival, state))
+                .or_default()
+                .push(passed as f64 / (ACCURACY_PPS as f64 * secs));
+        }
+        // All CPUs on the source at once, and one CPU alone for reference.
+        for (charged, pps) in [(true, CHARGED_PPS), (false, ACCURACY_PPS)] {
+            variants.set(pps, pps / 10)?;
+            for on in [&all_cpus[..], &all_cpus[..1]] {
+                for i in 0..states.len() {
+                    let state = states[(i + round) % states.len()];
+                    source += 1;
+                    let frame = test_support::udp_frame_from(
+                        Ipv4Addr::from(u32::from(Ipv4Addr::new(100, 73, 0, 0)) + source).into(),
+                    );
+                    let ns = contended_ns(variants.prog(state)?, on, &frame, cost_runs)?;
+                    state_ns
+                        .entry((charged, on.len(), state))
+                        .or_default()
+                        .push(ns);
+                }
+            }
+        }
+        println!("  P4 accuracy round {}/{rounds} done", round + 1);
     }
     println!(
         "\nP4  limiter accuracy: one source at 2x, 10x and 100x a per-source limit of {ACCURACY_PPS} pps (BPF_PROG_TEST_RUN from 2 CPUs, paced; {rounds} rounds, {window} s windows after {warm_up} s)"
@@ -485,6 +557,10 @@ pub fn accuracy(rounds: usize, quick: bool) -> Result<Value> {
         );
     }
     out.insert(
+        "state_over_cpus".into(),
+        state_table(&state_acc, &state_ns, rounds, window, cpus, cost_runs),
+    );
+    out.insert(
         "method".into(),
         json!({"configured_pps": ACCURACY_PPS, "burst": ACCURACY_PPS / 10, "window_s": window,
                "warm_up_s": warm_up, "threads": 2,
@@ -494,11 +570,18 @@ pub fn accuracy(rounds: usize, quick: bool) -> Result<Value> {
     Ok(Value::Object(out))
 }
 
-/// Offer `frame` at `rate` pps from one thread per CPU (2) for `warm_up` + `window` seconds;
-/// returns (packets passed, packets offered, seconds) over the window.
+/// Test runs of `repeat` copies of a frame through the program under measurement.
+type Run<'a> = &'a (dyn Fn(&[u8], u32) -> Result<()> + Sync);
+
+/// Offer `frame` at `rate` pps through `run`, from one thread on each CPU of `on`, for
+/// `warm_up` + `window` seconds; returns (packets passed, packets offered, seconds) over the
+/// window, from the product's counters (which the bench programs share).
+#[allow(clippy::too_many_arguments)]
 fn offer(
     h: &test_support::Harness,
     cpus: usize,
+    on: &[usize],
+    run: Run<'_>,
     frame: &[u8],
     rate: f64,
     warm_up: f64,
@@ -507,7 +590,7 @@ fn offer(
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Barrier;
     let now = floodgate::state::bans::now_ns;
-    let threads = 2usize;
+    let threads = on.len();
     let per_thread = rate / threads as f64;
     let offered = AtomicU64::new(0);
     // Main thread + workers meet at the window's start and end.
@@ -517,7 +600,7 @@ fn offer(
     let total = Duration::from_secs_f64(warm_up + window);
     std::thread::scope(|s| -> Result<(u64, u64, f64)> {
         let mut workers = Vec::new();
-        for cpu in 0..threads {
+        for &cpu in on {
             let (offered, start, mark, end) = (&offered, &start, &mark, &end);
             workers.push(s.spawn(move || -> Result<()> {
                 test_support::pin_thread_to_cpu(cpu)?;
@@ -536,7 +619,7 @@ fn offer(
                     let due = (per_thread * t - sent).min(per_thread / 100.0);
                     if due >= 1.0 {
                         let n = due as u32;
-                        if let Err(e) = h.run(frame, n) {
+                        if let Err(e) = run(frame, n) {
                             result = Err(e);
                             break;
                         }
@@ -572,4 +655,268 @@ fn offer(
         }
         Ok((passed, offered, (t1 - t0) as f64 / 1e9))
     })
+}
+
+/// The limit of the cost rows where every packet conforms and is charged: far above what two
+/// CPUs of test runs offer, so every packet moves the bucket (for the shared bucket, a
+/// compare-and-swap on a cache line both CPUs write).
+const CHARGED_PPS: u64 = 1_000_000_000;
+
+/// How a per-source limit is held over CPUs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum State {
+    /// One bucket for all CPUs, compare-and-swap (the product's choice).
+    Shared,
+    /// One bucket per CPU, each with 1/ncpu of the rate and burst.
+    PerCpu,
+}
+
+impl State {
+    fn program(self) -> &'static str {
+        match self {
+            State::Shared => "bench_limit_shared",
+            State::PerCpu => "bench_limit_percpu",
+        }
+    }
+
+    fn key(self) -> &'static str {
+        match self {
+            State::Shared => "shared_cas",
+            State::PerCpu => "per_cpu_split",
+        }
+    }
+}
+
+/// Which CPUs the source's packets arrive on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Arrival {
+    /// Spread evenly over every CPU (many flows, RSS spreads them).
+    AllCpus,
+    /// One CPU only (one flow hashes to one queue).
+    OneCpu,
+}
+
+impl Arrival {
+    fn key(self) -> &'static str {
+        match self {
+            Arrival::AllCpus => "all_cpus",
+            Arrival::OneCpu => "one_cpu",
+        }
+    }
+}
+
+/// The bench object's two per-source limiter programs, sharing the harness's pinned maps
+/// (they count into its counters), each attached to an interface of a veth pair of their own
+/// so that a test run does not add them to the kernel's XDP dispatcher and take them out
+/// again (an RCU grace period each). No traffic crosses that pair.
+struct Variants {
+    ebpf: aya::Ebpf,
+    cpus: u32,
+    // Declared last: dropped after the programs' links.
+    _net: test_support::VethPair,
+}
+
+impl Variants {
+    fn new(h: &test_support::Harness, cpus: u32) -> Result<Self> {
+        let net = test_support::VethPair::new()?;
+        let mut ebpf = aya::EbpfLoader::new()
+            .default_map_pin_directory(h.pins().maps_dir())
+            .load(test_support::BENCH_OBJECT)?;
+        for (state, ns, ifname) in [
+            (State::Shared, &net.a, &net.a_if),
+            (State::PerCpu, &net.b, &net.b_if),
+        ] {
+            let name = state.program();
+            let prog: &mut aya::programs::Xdp = ebpf
+                .program_mut(name)
+                .with_context(|| format!("no program {name}"))?
+                .try_into()?;
+            prog.load().with_context(|| format!("loading {name}"))?;
+            attach_in(ns, prog, ifname).with_context(|| format!("attaching {name}"))?;
+        }
+        Ok(Self {
+            ebpf,
+            cpus,
+            _net: net,
+        })
+    }
+
+    /// Configure both programs for a per-source limit of `pps` and `burst`: the shared
+    /// bucket as the product's per-source limits hold it, the per-CPU buckets as its global
+    /// limits do (rate and burst divided by the CPUs). Fresh buckets follow (new sources).
+    fn set(&mut self, pps: u64, burst: u64) -> Result<()> {
+        use filter_common::limits::{CLASS_UDP, PER_GLOBAL, PER_SOURCE};
+        use floodgate::policy::limits::conf;
+        let limit = |per| floodgate::policy::Limit {
+            name: "bench-per-source".into(),
+            class: CLASS_UDP,
+            per,
+            pps: Some(pps),
+            bps: None,
+            burst,
+            prefix_v4: 32,
+            prefix_v6: 64,
+            ban_seconds: None,
+            mode: Default::default(),
+            known_sources_first: false,
+        };
+        let mut confs: aya::maps::Array<_, filter_common::limits::LimitConf> =
+            aya::maps::Array::try_from(self.ebpf.map_mut("BENCH_LIMIT").context("BENCH_LIMIT")?)?;
+        confs.set(0, conf(&limit(PER_SOURCE), 0, self.cpus), 0)?;
+        confs.set(1, conf(&limit(PER_GLOBAL), 0, self.cpus), 0)?;
+        Ok(())
+    }
+
+    fn prog(&self, state: State) -> Result<&aya::programs::Xdp> {
+        let name = state.program();
+        Ok(self
+            .ebpf
+            .program(name)
+            .with_context(|| format!("no program {name}"))?
+            .try_into()?)
+    }
+}
+
+/// Attach `prog` (native mode) to `ifname` in namespace `ns`, from a thread that entered it.
+fn attach_in(ns: &test_support::Netns, prog: &mut aya::programs::Xdp, ifname: &str) -> Result<()> {
+    let path = ns.path();
+    std::thread::scope(|s| {
+        s.spawn(|| -> Result<()> {
+            use std::os::fd::AsRawFd;
+            let file =
+                std::fs::File::open(&path).with_context(|| format!("open {}", path.display()))?;
+            // SAFETY: setns on an fd we own, affecting only this thread.
+            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(std::io::Error::last_os_error()).context("setns");
+            }
+            prog.attach(ifname, aya::programs::XdpMode::Driver)?;
+            Ok(())
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("attaching thread panicked"))?
+    })
+}
+
+/// Mean ns per packet of `prog` with one thread on each CPU of `on` running `repeat` copies
+/// of `frame` (one source) at once: the kernel's test-run mean of each thread, averaged.
+fn contended_ns(prog: &aya::programs::Xdp, on: &[usize], frame: &[u8], repeat: u32) -> Result<f64> {
+    use std::sync::Barrier;
+    // The source's bucket exists before the measured runs.
+    test_support::run_frame(prog, frame, 1000)?;
+    let start = Barrier::new(on.len());
+    std::thread::scope(|s| -> Result<f64> {
+        let workers: Vec<_> = on
+            .iter()
+            .map(|&cpu| {
+                let start = &start;
+                s.spawn(move || -> Result<f64> {
+                    test_support::pin_thread_to_cpu(cpu)?;
+                    start.wait();
+                    Ok(test_support::run_frame(prog, frame, repeat)?.1)
+                })
+            })
+            .collect();
+        let mut sum = 0.0;
+        for w in workers {
+            sum += w.join().expect("test-run thread panicked")?;
+        }
+        Ok(sum / on.len() as f64)
+    })
+}
+
+/// The shared-against-per-CPU table: printed, and its JSON.
+fn state_table(
+    acc: &BTreeMap<(u64, Arrival, State), Vec<f64>>,
+    ns: &BTreeMap<(bool, usize, State), Vec<f64>>,
+    rounds: usize,
+    window: f64,
+    cpus: usize,
+    cost_runs: u32,
+) -> Value {
+    let (sh, pc) = (State::Shared, State::PerCpu);
+    println!(
+        "\nP4  per-source limit state over CPUs: one bucket shared by all CPUs, compare-and-swap (product), against one bucket per CPU with 1/{cpus} of the rate and burst each (bench programs bench_limit_shared / bench_limit_percpu; limit {ACCURACY_PPS} pps, burst {}; {rounds} rounds, {window} s windows; median (min-max); ratios per round)",
+        ACCURACY_PPS / 10
+    );
+    println!(
+        "{:<10} {:<12} {:>24} {:>24} {:>24}",
+        "overload", "arrives on", "shared CAS", "per-CPU split", "per-CPU / shared"
+    );
+    let mut accuracy = serde_json::Map::new();
+    for overload in OVERLOADS {
+        let mut row = serde_json::Map::new();
+        for arrival in [Arrival::AllCpus, Arrival::OneCpu] {
+            let (Some(a), Some(b)) = (
+                acc.get(&(overload, arrival, sh)),
+                acc.get(&(overload, arrival, pc)),
+            ) else {
+                continue;
+            };
+            let (s, p, r) = (Spread::of(a), Spread::of(b), Spread::ratio(b, a));
+            println!(
+                "{:<10} {:<12} {:>24} {:>24} {:>24}",
+                format!("{overload}x"),
+                match arrival {
+                    Arrival::AllCpus => format!("all {cpus} CPUs"),
+                    Arrival::OneCpu => "one CPU".into(),
+                },
+                s.show_ratio_prec(3),
+                p.show_ratio_prec(3),
+                r.show_ratio_prec(3)
+            );
+            row.insert(
+                arrival.key().into(),
+                json!({sh.key(): {"passed_to_configured": s.json()},
+                       pc.key(): {"passed_to_configured": p.json()},
+                       "per_cpu_to_shared": r.json()}),
+            );
+        }
+        accuracy.insert(format!("{overload}x"), Value::Object(row));
+    }
+    println!(
+        "ns per packet, one source (BPF_PROG_TEST_RUN, {cost_runs} runs per CPU; with all CPUs at once, the mean of the CPUs):"
+    );
+    let mut cost = serde_json::Map::new();
+    for (charged, label, key) in [
+        (
+            true,
+            "under its limit (every packet charged)",
+            "every_packet_charged",
+        ),
+        (false, "over its limit (20,000 pps)", "over_limit"),
+    ] {
+        let mut row = serde_json::Map::new();
+        for (threads, on, on_key) in [
+            (cpus, format!("{cpus} CPUs at once"), "all_cpus_at_once"),
+            (1, "one CPU alone".into(), "one_cpu_alone"),
+        ] {
+            let (Some(a), Some(b)) = (
+                ns.get(&(charged, threads, sh)),
+                ns.get(&(charged, threads, pc)),
+            ) else {
+                continue;
+            };
+            let (s, p, r) = (Spread::of(a), Spread::of(b), Spread::ratio(b, a));
+            println!(
+                "{:<40} {:<16} {:>22} {:>22} {:>20}",
+                label,
+                on,
+                format!("shared {}", s.show(1)),
+                format!("per-CPU {}", p.show(1)),
+                r.show_ratio()
+            );
+            row.insert(
+                on_key.into(),
+                json!({sh.key(): s.json(), pc.key(): p.json(), "per_cpu_to_shared": r.json()}),
+            );
+        }
+        cost.insert(key.into(), Value::Object(row));
+    }
+    json!({"accuracy": accuracy, "ns_per_pkt_contended": cost,
+           "method": {"limit_pps": ACCURACY_PPS, "burst": ACCURACY_PPS / 10, "cpus": cpus,
+                      "shared_cas": "bench_limit_shared: the source's bucket in an LRU hash shared by all CPUs, charged with the product's compare-and-swap GCRA (limit as the product holds a per-source limit)",
+                      "per_cpu_split": "bench_limit_percpu: the source's bucket in an LRU per-CPU hash, plain GCRA, each CPU with 1/ncpu of the rate and burst (as the product holds a global limit)",
+                      "arrival": "all_cpus: one paced thread per CPU, each offering 1/ncpu of the load; one_cpu: one paced thread on CPU 0 offering all of it",
+                      "cost": format!("every CPU (or CPU 0 alone) runs {cost_runs} test runs of the same one-source frame at once; the kernel's mean per run, averaged over the CPUs; every_packet_charged at a limit of {CHARGED_PPS} pps, over_limit at {ACCURACY_PPS} pps"),
+                      "neither_variant_has": "the product's lists, rules, sketch or counters per limit: the two differ only in how the bucket is held"}})
 }

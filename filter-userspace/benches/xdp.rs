@@ -231,6 +231,19 @@ fn main() -> Result<()> {
             load.end("p4", &mut host);
         }
     }
+    // `--only p4-accuracy`: P4's test-run rows without its veth floods (no bench object).
+    let named = |part: &str| {
+        only.as_deref()
+            .is_some_and(|o| o.split(',').any(|p| p == part))
+    };
+    if named("p4-accuracy") && !want("p4") {
+        let load = HostLoad::start();
+        report.insert(
+            "p4_limiter".into(),
+            json!({"accuracy": limiter::accuracy(cfg.rounds, quick)?}),
+        );
+        load.end("p4", &mut host);
+    }
     // The CLI compiles lists on every CPU: let its processes have them all.
     test_support::unpin_thread()?;
     if want("p5") {
@@ -244,6 +257,15 @@ fn main() -> Result<()> {
                 real.as_ref(),
                 &mut goals,
             )?,
+        );
+        load.end("p5", &mut host);
+    }
+    // `--only p5-apply`: only P5's policy-apply rows.
+    if named("p5-apply") && !want("p5") {
+        let load = HostLoad::start();
+        report.insert(
+            "p5_cli".into(),
+            json!({"apply_policy": cli::apply_rows(cfg.cli_rounds, CLI_POOL_NODES, cfg.cli_million)?}),
         );
         load.end("p5", &mut host);
     }
