@@ -601,17 +601,32 @@ fn file_entries(
         match entries::read_list_file(&path) {
             Ok(v) => out.extend(v),
             Err(e) => {
+                // The list reader's message: a summary, then `NAME:LINE: message` per bad
+                // line (NAME as it shows the path), then perhaps "... and N more".
                 let text = format!("{e:#}");
-                r.at(
-                    f.span(),
-                    format!(
-                        "list file {}: {}",
-                        path.display(),
-                        text.lines().next().unwrap_or("")
-                    ),
-                );
-                for line in text.lines().skip(1).take(10) {
-                    r.elsewhere(path.display().to_string(), 0, line.trim().to_string());
+                let shown = crate::text::path(&path);
+                let mut lines = text.lines();
+                let first = lines.next().unwrap_or("");
+                let mut head = if first.starts_with(shown.as_str()) {
+                    format!("list file {first}")
+                } else {
+                    format!("list file {shown}: {first}")
+                };
+                let mut located = Vec::new();
+                for line in lines.map(str::trim) {
+                    let at = line
+                        .strip_prefix(shown.as_str())
+                        .and_then(|rest| rest.strip_prefix(':'))
+                        .and_then(|rest| rest.split_once(": "))
+                        .and_then(|(n, msg)| Some((n.parse::<usize>().ok()?, msg)));
+                    match at {
+                        Some((n, msg)) => located.push((n, msg.to_string())),
+                        None => head.push_str(&format!(" ({line})")),
+                    }
+                }
+                r.at(f.span(), head);
+                for (n, msg) in located.into_iter().take(10) {
+                    r.elsewhere(shown.clone(), n, msg);
                 }
             }
         }
@@ -946,6 +961,36 @@ mod tests {
             got[0].starts_with("2:16: ") && got[0].contains("/nonexistent/list.txt"),
             "{got:?}"
         );
+    }
+
+    #[test]
+    fn bad_lines_of_a_list_file_are_reported_at_their_line() {
+        let dir = std::env::temp_dir().join(format!("fg-policy-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let list = dir.join("bad.txt");
+        std::fs::write(&list, "10.0.0.0/8\nbogus\n1.2.3.4/40\n").unwrap();
+        let got = check_text(
+            &dir.join("p.toml"),
+            "[lists]\nblock_files = [\"bad.txt\"]\n",
+        )
+        .expect_err("invalid");
+        std::fs::remove_dir_all(&dir).unwrap();
+        let shown: Vec<String> = got.iter().map(ToString::to_string).collect();
+        assert_eq!(got.len(), 3, "{shown:?}");
+        assert_eq!((got[0].line, got[0].column), (2, 16), "{shown:?}");
+        assert!(got[0].message.contains("2 invalid lines"), "{shown:?}");
+        let list = list.display().to_string();
+        for (p, line, what) in [(&got[1], 2, "'bogus'"), (&got[2], 3, "'1.2.3.4/40'")] {
+            assert_eq!(
+                (p.file.as_str(), p.line),
+                (list.as_str(), line),
+                "{shown:?}"
+            );
+            assert!(
+                p.message.starts_with(what),
+                "the message without the place again: {shown:?}"
+            );
+        }
     }
 
     #[test]
