@@ -656,13 +656,33 @@ fn read_text(path: &Path) -> Result<String> {
             path.display()
         )));
     }
-    let bytes = std::fs::read(path)
+    // The size in the metadata says nothing for a device or a pipe (/dev/zero is "empty"):
+    // read at most one byte more than a policy may hold.
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| {
+            use std::io::Read;
+            f.take(MAX + 1).read_to_end(&mut bytes)
+        })
         .map_err(|e| anyhow::anyhow!("cannot read policy file {}: {e}", path.display()))?;
+    if bytes.len() as u64 > MAX {
+        return Err(crate::error::usage(format!(
+            "{}: more than 16 MiB; a policy names big lists with block_files instead of inlining them",
+            path.display()
+        )));
+    }
     String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let before = &e.as_bytes()[..at];
+        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+        let line_start = before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
         crate::error::usage(format!(
-            "{}: not UTF-8 text (first bad byte at offset {})",
+            "{}:{line}:{}: not UTF-8 text (byte {at}); expected a UTF-8 TOML file",
             path.display(),
-            e.utf8_error().valid_up_to()
+            at - line_start + 1
         ))
     })
 }
@@ -991,6 +1011,26 @@ mod tests {
                 "the message without the place again: {shown:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_device_that_never_ends_is_refused_with_bounded_memory() {
+        let e = load(Path::new("/dev/zero")).expect_err("not a policy");
+        assert_eq!(crate::error::exit_code(&e), 2, "{e:#}");
+        assert!(format!("{e:#}").contains("more than 16 MiB"), "{e:#}");
+    }
+
+    #[test]
+    fn a_byte_that_is_not_utf8_has_a_line_and_column() {
+        let path = std::env::temp_dir().join(format!("fg-utf8-test-{}.toml", std::process::id()));
+        std::fs::write(&path, b"malformed = \"drop\"\n# caf\xe9\n").unwrap();
+        let e = load(&path).expect_err("not UTF-8");
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(crate::error::exit_code(&e), 2, "{e:#}");
+        assert!(
+            format!("{e:#}").contains(&format!("{}:2:6: not UTF-8", path.display())),
+            "{e:#}"
+        );
     }
 
     #[test]
