@@ -555,6 +555,11 @@ fn check_limit(
         } else if !(1..=30 * 86_400).contains(&v) {
             r.at(b.span(), format!("ban_seconds {v} is not between 1 and 2592000 (30 days)"));
             None
+        } else if prefix_v4 == 0 || prefix_v6 == 0 {
+            // The program looks bans up at lengths of at least 1 bit: a /0 ban would be
+            // listed but never enforced.
+            r.at(b.span(), "ban_seconds needs prefix_v4 and prefix_v6 of at least 1: a ban of every source (/0) is not enforced; use a global limit");
+            None
         } else {
             Some(v as u32)
         }
@@ -932,6 +937,20 @@ mod tests {
             "[[limit]]\nname = \"l\"\nclass = \"udp\"\nper = \"global\"\npps = 5\nban_seconds = 10\n",
         );
         assert!(got[0].starts_with("6:15: ") && got[0].contains("no source to ban"));
+    }
+
+    #[test]
+    fn a_limit_that_would_ban_every_source_is_refused() {
+        for prefix in ["prefix_v4 = 0", "prefix_v6 = 0"] {
+            let got = problems(&format!(
+                "[[limit]]\nname = \"l\"\nclass = \"udp\"\nper = \"source\"\npps = 5\n{prefix}\nban_seconds = 10\n"
+            ));
+            assert_eq!(got.len(), 1, "{got:?}");
+            assert!(
+                got[0].starts_with("7:15: ") && got[0].contains("/0"),
+                "{got:?}"
+            );
+        }
     }
 
     #[test]
