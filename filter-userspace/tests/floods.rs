@@ -529,6 +529,32 @@ fn the_daemon_applies_its_file_when_it_changes() {
 }
 
 #[test]
+fn other_files_in_the_policy_directory_do_not_reapply_it() {
+    let lab = lab(1);
+    let dir = TempDir::new("fgrun-").unwrap();
+    let config = dir
+        .write("floodgate.toml", &daemon_policy(&lab, &[ip(40)], "1000"))
+        .unwrap();
+    let mut daemon = lab.spawn_daemon(&config, &[]).unwrap();
+    daemon.wait_log("running:", 1, START).unwrap();
+    let generation = lab.status()["generation"].clone();
+    // A log or a backup beside the policy (a daemon logging into its own directory re-applied
+    // on every line it wrote, for ever while the policy was invalid).
+    for i in 0..5 {
+        dir.write("floodgate.log", &format!("line {i}\n")).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        !daemon.log_text().contains("file changed"),
+        "{}",
+        daemon.log_text()
+    );
+    assert_eq!(lab.status()["generation"], generation);
+    assert!(daemon.running());
+}
+
+#[test]
 fn the_daemon_reapplies_its_file_on_sighup() {
     let lab = lab(1);
     let dir = TempDir::new("fgrun-").unwrap();
