@@ -707,3 +707,19 @@ fn commands_under_ip_netns_exec_refuse_and_say_what_to_run() {
     }
     assert!(!dir.pins.is_loaded());
 }
+
+#[test]
+fn a_ban_of_every_source_is_refused_rather_than_listed_and_ignored() {
+    let h = loaded();
+    for all in ["0.0.0.0/0", "::/0"] {
+        let out = fg(h.pins().root(), &["bans", "add", all, "--seconds", "60"]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains(&format!("block it instead (floodgate block add {all})")),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    let list = fg(h.pins().root(), &["bans", "list"]);
+    assert_eq!(text(&list.stdout).trim(), "no bans");
+}

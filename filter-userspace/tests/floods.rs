@@ -536,6 +536,63 @@ fn the_daemon_applies_its_file_when_it_changes() {
 }
 
 #[test]
+fn other_files_in_the_policy_directory_do_not_reapply_it() {
+    let lab = lab(1);
+    let dir = TempDir::new("fgrun-").unwrap();
+    let config = dir
+        .write("floodgate.toml", &daemon_policy(&lab, &[ip(40)], "1000"))
+        .unwrap();
+    let mut daemon = lab.spawn_daemon(&config, &[]).unwrap();
+    daemon.wait_log("running:", 1, START).unwrap();
+    let generation = lab.status()["generation"].clone();
+    // A log or a backup beside the policy (a daemon logging into its own directory re-applied
+    // on every line it wrote, for ever while the policy was invalid).
+    for i in 0..5 {
+        dir.write("floodgate.log", &format!("line {i}\n")).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        !daemon.log_text().contains("file changed"),
+        "{}",
+        daemon.log_text()
+    );
+    assert_eq!(lab.status()["generation"], generation);
+    assert!(daemon.running());
+}
+
+#[test]
+fn the_daemon_logs_what_it_applies_without_verbose() {
+    let lab = lab(1);
+    let dir = TempDir::new("fgrun-").unwrap();
+    let config = dir
+        .write("floodgate.toml", &daemon_policy(&lab, &[ip(40)], "1000"))
+        .unwrap();
+    // As the systemd unit runs it: no -v.
+    let log = dir.path.join("log");
+    let mut child = lab
+        .command(&["run", "--config", config.to_str().unwrap()], &[])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + START;
+    let mut text = String::new();
+    while std::time::Instant::now() < deadline && !text.contains("running:") {
+        std::thread::sleep(Duration::from_millis(50));
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+    }
+    // SAFETY: kill(2) on our own child, not reaped yet.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("start: applied"), "{text}");
+    assert!(text.contains("running:"), "{text}");
+    assert!(text.contains("stopped;"), "{text}");
+}
+
+#[test]
 fn the_daemon_reapplies_its_file_on_sighup() {
     let lab = lab(1);
     let dir = TempDir::new("fgrun-").unwrap();

@@ -43,6 +43,13 @@ pub fn run(pins: &PinDir, action: BansAction) -> Result<()> {
             force,
         } => {
             let sources = entries::parse_args(&texts)?;
+            if let Some(all) = sources.iter().find(|p| p.prefix_len() == 0) {
+                // The program looks bans up at lengths of at least 1 bit: a /0 ban would be
+                // listed but never enforced.
+                return Err(crate::error::usage(format!(
+                    "{all} would ban every source, which a ban cannot do; block it instead (floodgate block add {all})"
+                )));
+            }
             let session = Session::open_for_change(pins)?;
             if !force {
                 guard::check_block_add(&session.current()?, &sources)?;

@@ -85,6 +85,29 @@ fn log_failed(why: &str, e: &anyhow::Error) {
     }
 }
 
+/// A file as events name it: its directory resolved (symlinks, `..`), then its name.
+fn event_key(path: &Path) -> PathBuf {
+    match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) => std::fs::canonicalize(dir)
+            .unwrap_or_else(|_| dir.to_path_buf())
+            .join(name),
+        _ => path.to_path_buf(),
+    }
+}
+
+/// The files whose changes re-apply the policy: the policy and the list files it names (those
+/// of the last policy that could be read, so that fixing a bad list file re-applies too).
+fn refresh_watched(files: &Mutex<Vec<PathBuf>>, config: &Path) {
+    let mut files = files.lock().expect("not poisoned");
+    if let Ok(p) = policy::load(config) {
+        *files = p.list_files.iter().map(|f| event_key(f)).collect();
+    }
+    let config = event_key(config);
+    if !files.contains(&config) {
+        files.push(config);
+    }
+}
+
 /// Directories to watch: the policy's, and those of the list files it names.
 fn watched(config: &Path) -> Vec<PathBuf> {
     let mut dirs = vec![config.parent().unwrap_or(Path::new(".")).to_path_buf()];
@@ -130,11 +153,19 @@ async fn serve(pins: PinDir, config: PathBuf, detach_on_exit: bool) -> Result<()
         unsafe { AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) }
             .map_err(|e| anyhow::anyhow!("cannot watch the program's events: {e}"))?;
     // File changes, from a watcher thread into this loop.
+    // Only changes to the policy or its list files count: the directories also hold other
+    // files (a log written there would otherwise re-apply the policy on every line it logs).
     let (tx, mut changes) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let files = Arc::new(Mutex::new(Vec::new()));
+    refresh_watched(&files, &config);
+    let seen = Arc::clone(&files);
     let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
         if let Ok(ev) = ev {
             if ev.kind.is_modify() || ev.kind.is_create() || ev.kind.is_remove() {
-                let _ = tx.send(());
+                let files = seen.lock().expect("not poisoned");
+                if ev.paths.iter().any(|p| files.contains(&event_key(p))) {
+                    let _ = tx.send(());
+                }
             }
         }
     })?;
@@ -157,6 +188,7 @@ async fn serve(pins: PinDir, config: PathBuf, detach_on_exit: bool) -> Result<()
                 if let Err(e) = reload(&pins, &config, &names, "SIGHUP") {
                     log_failed("SIGHUP", &e);
                 }
+                refresh_watched(&files, &config);
             }
             Some(()) = changes.recv() => {
                 // Editors write in several steps: let them finish, then apply once.
@@ -165,6 +197,7 @@ async fn serve(pins: PinDir, config: PathBuf, detach_on_exit: bool) -> Result<()
                 if let Err(e) = reload(&pins, &config, &names, "file changed") {
                     log_failed("file changed", &e);
                 }
+                refresh_watched(&files, &config);
             }
             guard = events.readable_mut() => {
                 let mut guard = guard?;

@@ -555,6 +555,11 @@ fn check_limit(
         } else if !(1..=30 * 86_400).contains(&v) {
             r.at(b.span(), format!("ban_seconds {v} is not between 1 and 2592000 (30 days)"));
             None
+        } else if prefix_v4 == 0 || prefix_v6 == 0 {
+            // The program looks bans up at lengths of at least 1 bit: a /0 ban would be
+            // listed but never enforced.
+            r.at(b.span(), "ban_seconds needs prefix_v4 and prefix_v6 of at least 1: a ban of every source (/0) is not enforced; use a global limit");
+            None
         } else {
             Some(v as u32)
         }
@@ -601,17 +606,32 @@ fn file_entries(
         match entries::read_list_file(&path) {
             Ok(v) => out.extend(v),
             Err(e) => {
+                // The list reader's message: a summary, then `NAME:LINE: message` per bad
+                // line (NAME as it shows the path), then perhaps "... and N more".
                 let text = format!("{e:#}");
-                r.at(
-                    f.span(),
-                    format!(
-                        "list file {}: {}",
-                        path.display(),
-                        text.lines().next().unwrap_or("")
-                    ),
-                );
-                for line in text.lines().skip(1).take(10) {
-                    r.elsewhere(path.display().to_string(), 0, line.trim().to_string());
+                let shown = crate::text::path(&path);
+                let mut lines = text.lines();
+                let first = lines.next().unwrap_or("");
+                let mut head = if first.starts_with(shown.as_str()) {
+                    format!("list file {first}")
+                } else {
+                    format!("list file {shown}: {first}")
+                };
+                let mut located = Vec::new();
+                for line in lines.map(str::trim) {
+                    let at = line
+                        .strip_prefix(shown.as_str())
+                        .and_then(|rest| rest.strip_prefix(':'))
+                        .and_then(|rest| rest.split_once(": "))
+                        .and_then(|(n, msg)| Some((n.parse::<usize>().ok()?, msg)));
+                    match at {
+                        Some((n, msg)) => located.push((n, msg.to_string())),
+                        None => head.push_str(&format!(" ({line})")),
+                    }
+                }
+                r.at(f.span(), head);
+                for (n, msg) in located.into_iter().take(10) {
+                    r.elsewhere(shown.clone(), n, msg);
                 }
             }
         }
@@ -641,13 +661,33 @@ fn read_text(path: &Path) -> Result<String> {
             path.display()
         )));
     }
-    let bytes = std::fs::read(path)
+    // The size in the metadata says nothing for a device or a pipe (/dev/zero is "empty"):
+    // read at most one byte more than a policy may hold.
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| {
+            use std::io::Read;
+            f.take(MAX + 1).read_to_end(&mut bytes)
+        })
         .map_err(|e| anyhow::anyhow!("cannot read policy file {}: {e}", path.display()))?;
+    if bytes.len() as u64 > MAX {
+        return Err(crate::error::usage(format!(
+            "{}: more than 16 MiB; a policy names big lists with block_files instead of inlining them",
+            path.display()
+        )));
+    }
     String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let before = &e.as_bytes()[..at];
+        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+        let line_start = before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
         crate::error::usage(format!(
-            "{}: not UTF-8 text (first bad byte at offset {})",
+            "{}:{line}:{}: not UTF-8 text (byte {at}); expected a UTF-8 TOML file",
             path.display(),
-            e.utf8_error().valid_up_to()
+            at - line_start + 1
         ))
     })
 }
@@ -900,6 +940,20 @@ mod tests {
     }
 
     #[test]
+    fn a_limit_that_would_ban_every_source_is_refused() {
+        for prefix in ["prefix_v4 = 0", "prefix_v6 = 0"] {
+            let got = problems(&format!(
+                "[[limit]]\nname = \"l\"\nclass = \"udp\"\nper = \"source\"\npps = 5\n{prefix}\nban_seconds = 10\n"
+            ));
+            assert_eq!(got.len(), 1, "{got:?}");
+            assert!(
+                got[0].starts_with("7:15: ") && got[0].contains("/0"),
+                "{got:?}"
+            );
+        }
+    }
+
+    #[test]
     fn a_limit_needs_a_rate() {
         let got = problems("[[limit]]\nname = \"l\"\nclass = \"udp\"\nper = \"source\"\n");
         assert!(got[0].contains("needs pps, bps or both"), "{got:?}");
@@ -945,6 +999,56 @@ mod tests {
         assert!(
             got[0].starts_with("2:16: ") && got[0].contains("/nonexistent/list.txt"),
             "{got:?}"
+        );
+    }
+
+    #[test]
+    fn bad_lines_of_a_list_file_are_reported_at_their_line() {
+        let dir = std::env::temp_dir().join(format!("fg-policy-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let list = dir.join("bad.txt");
+        std::fs::write(&list, "10.0.0.0/8\nbogus\n1.2.3.4/40\n").unwrap();
+        let got = check_text(
+            &dir.join("p.toml"),
+            "[lists]\nblock_files = [\"bad.txt\"]\n",
+        )
+        .expect_err("invalid");
+        std::fs::remove_dir_all(&dir).unwrap();
+        let shown: Vec<String> = got.iter().map(ToString::to_string).collect();
+        assert_eq!(got.len(), 3, "{shown:?}");
+        assert_eq!((got[0].line, got[0].column), (2, 16), "{shown:?}");
+        assert!(got[0].message.contains("2 invalid lines"), "{shown:?}");
+        let list = list.display().to_string();
+        for (p, line, what) in [(&got[1], 2, "'bogus'"), (&got[2], 3, "'1.2.3.4/40'")] {
+            assert_eq!(
+                (p.file.as_str(), p.line),
+                (list.as_str(), line),
+                "{shown:?}"
+            );
+            assert!(
+                p.message.starts_with(what),
+                "the message without the place again: {shown:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_device_that_never_ends_is_refused_with_bounded_memory() {
+        let e = load(Path::new("/dev/zero")).expect_err("not a policy");
+        assert_eq!(crate::error::exit_code(&e), 2, "{e:#}");
+        assert!(format!("{e:#}").contains("more than 16 MiB"), "{e:#}");
+    }
+
+    #[test]
+    fn a_byte_that_is_not_utf8_has_a_line_and_column() {
+        let path = std::env::temp_dir().join(format!("fg-utf8-test-{}.toml", std::process::id()));
+        std::fs::write(&path, b"malformed = \"drop\"\n# caf\xe9\n").unwrap();
+        let e = load(&path).expect_err("not UTF-8");
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(crate::error::exit_code(&e), 2, "{e:#}");
+        assert!(
+            format!("{e:#}").contains(&format!("{}:2:6: not UTF-8", path.display())),
+            "{e:#}"
         );
     }
 
