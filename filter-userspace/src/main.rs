@@ -28,11 +28,7 @@ fn main() {
         );
         std::process::exit(2);
     }
-    let level = match cli.verbose {
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
-    };
+    let level = cli.log_level();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
