@@ -165,8 +165,10 @@ pub fn compile(rules: &[(RuleSpec, u32)]) -> Result<RuleTables> {
 }
 
 /// The compiled tables read by the program's own matcher, for tests.
+#[cfg(test)]
 pub struct View<'a>(pub &'a RuleTables);
 
+#[cfg(test)]
 impl RuleMemory for View<'_> {
     fn class_word(&self, index: u32) -> u64 {
         self.0.classes[index as usize]
