@@ -17,12 +17,33 @@ pub struct Cli {
     #[arg(long, global = true, env = "FLOODGATE_PIN_DIR", default_value = DEFAULT_PIN_DIR)]
     pub pin_dir: PathBuf,
 
-    /// More detail on stderr (repeat for more).
+    /// More detail on stderr (repeat for more). `run` logs at info (what it applies, the
+    /// bans placed), other commands at warn; RUST_LOG, if set, decides instead.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
+    /// Less on stderr (repeat for less): each -q takes one -v back.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub quiet: u8,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Log levels from least to most detail.
+const LEVELS: [&str; 5] = ["off", "error", "warn", "info", "debug"];
+
+impl Cli {
+    /// The log level: warn (info for the `run` daemon, whose log is its output), one step
+    /// more per -v and one less per -q.
+    pub fn log_level(&self) -> &'static str {
+        let base: i32 = match self.command {
+            Command::Run { .. } => 3,
+            _ => 2,
+        };
+        let at = base + i32::from(self.verbose) - i32::from(self.quiet);
+        LEVELS[at.clamp(0, LEVELS.len() as i32 - 1) as usize]
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -218,4 +239,36 @@ pub enum BansAction {
     },
     /// Lift every ban.
     Flush,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn level(args: &[&str]) -> &'static str {
+        let mut full = vec!["floodgate"];
+        full.extend_from_slice(args);
+        Cli::parse_from(full).log_level()
+    }
+
+    #[test]
+    fn the_daemon_logs_at_info_by_default() {
+        assert_eq!(level(&["run", "--config", "f.toml"]), "info");
+    }
+
+    #[test]
+    fn commands_log_at_warn_by_default() {
+        assert_eq!(level(&["status"]), "warn");
+    }
+
+    #[test]
+    fn verbose_adds_detail_and_quiet_takes_it_away() {
+        assert_eq!(level(&["-v", "run", "--config", "f.toml"]), "debug");
+        assert_eq!(level(&["run", "--config", "f.toml", "-q"]), "warn");
+        assert_eq!(level(&["-qq", "run", "--config", "f.toml"]), "error");
+        assert_eq!(level(&["-v", "status"]), "info");
+        assert_eq!(level(&["-vvvv", "status"]), "debug");
+        assert_eq!(level(&["-qqqq", "status"]), "off");
+        assert_eq!(level(&["-v", "-q", "status"]), "warn");
+    }
 }

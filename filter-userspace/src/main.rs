@@ -28,15 +28,7 @@ fn main() {
         );
         std::process::exit(2);
     }
-    // The daemon's log is its output: what it applied and the bans the program placed are
-    // info (a one-shot command says what it did on stdout).
-    let daemon = matches!(cli.command, floodgate::cli::Command::Run { .. });
-    let level = match cli.verbose {
-        0 if daemon => "info",
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
-    };
+    let level = cli.log_level();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

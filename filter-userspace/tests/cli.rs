@@ -723,3 +723,47 @@ fn a_ban_of_every_source_is_refused_rather_than_listed_and_ignored() {
     let list = fg(h.pins().root(), &["bans", "list"]);
     assert_eq!(text(&list.stdout).trim(), "no bans");
 }
+
+/// `n` rules, each matching three destination port ranges of its own.
+fn many_port_ranges(n: u32) -> String {
+    (0..n)
+        .map(|i| {
+            let p = |k: u32| format!("\"{}-{}\"", i * 100 + k * 10, i * 100 + k * 10 + 1);
+            format!(
+                "[[rule]]\nname = \"r{i}\"\nprotocol = \"udp\"\ndst_ports = [{}, {}, {}]\n",
+                p(0),
+                p(1),
+                p(2)
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn check_refuses_rules_the_tables_cannot_hold_at_the_rule() {
+    let f = TempFile::new("fgpolicy-", many_port_ranges(400).as_bytes()).unwrap();
+    let out = fg(
+        std::path::Path::new("/nonexistent"),
+        &["check", f.path.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let place = format!("{}:1368:13: rule 'r341'", f.path.display());
+    assert!(text(&out.stderr).contains(&place), "{}", text(&out.stderr));
+}
+
+#[test]
+fn apply_dry_run_refuses_more_ban_prefix_lengths_than_the_program_looks_up() {
+    let limits: String = [32, 31, 30, 29, 28]
+        .iter()
+        .map(|l| {
+            format!("[[limit]]\nname = \"l{l}\"\nclass = \"udp\"\nper = \"source\"\npps = 10\nprefix_v4 = {l}\nban_seconds = 60\n")
+        })
+        .collect();
+    let f = TempFile::new("fgpolicy-", limits.as_bytes()).unwrap();
+    let pins = std::env::temp_dir().join(unique_name("fgnopins-"));
+    let out = fg(&pins, &["apply", "--dry-run", f.path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let place = format!("{}:34:13: limit 'l28'", f.path.display());
+    assert!(text(&out.stderr).contains(&place), "{}", text(&out.stderr));
+    assert!(!pins.exists());
+}

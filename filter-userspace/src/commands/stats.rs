@@ -61,6 +61,52 @@ pub fn render_policy(rules: &[stats::PolicyCounter], limits: &[stats::PolicyCoun
     out
 }
 
+/// Rule and limit counters of the policy in force.
+type PolicyCounters = (Vec<stats::PolicyCounter>, Vec<stats::PolicyCounter>);
+
+fn read_policy(pins: &PinDir) -> Result<PolicyCounters> {
+    let snapshot = crate::state::Session::open(pins)?.current()?;
+    stats::read_policy(pins, &snapshot)
+}
+
+/// Per-second rates of each rule and limit between two readings taken `secs` apart (a rule
+/// or limit new since the first reading counts from zero).
+pub fn render_policy_rates(prev: &PolicyCounters, now: &PolicyCounters, secs: f64) -> String {
+    let mut out = String::new();
+    for (what, before, list, verb) in [
+        ("RULE", &prev.0, &now.0, "MATCHED"),
+        ("LIMIT", &prev.1, &now.1, "REFUSED"),
+    ] {
+        if list.is_empty() {
+            continue;
+        }
+        out.push_str(&format!(
+            "\n{what:<26} {:<8} {:>16} {:>14} {:>14}\n",
+            "MODE",
+            format!("PACKETS {verb}"),
+            "PKTS/S",
+            "BITS/S"
+        ));
+        for c in list {
+            let (p0, b0) = before
+                .iter()
+                .find(|b| b.name == c.name)
+                .map_or((0, 0), |b| (b.packets, b.bytes));
+            let pps = c.packets.saturating_sub(p0) as f64 / secs;
+            let bps = c.bytes.saturating_sub(b0) as f64 * 8.0 / secs;
+            out.push_str(&format!(
+                "{:<26} {:<8} {:>16} {:>14.0} {:>14}\n",
+                crate::text::name(&c.name),
+                c.mode,
+                c.packets,
+                pps,
+                human_bits(bps)
+            ));
+        }
+    }
+    out
+}
+
 fn watch_stats(pins: &PinDir, json: bool, interval: f64, count: Option<u64>) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -68,6 +114,11 @@ fn watch_stats(pins: &PinDir, json: bool, interval: f64, count: Option<u64>) -> 
     rt.block_on(async {
         let period = Duration::from_secs_f64(interval);
         let mut prev = stats::read(pins)?;
+        let mut prev_policy = if json {
+            Default::default()
+        } else {
+            read_policy(pins)?
+        };
         let mut last = Instant::now();
         let mut ticker = tokio::time::interval(period);
         ticker.tick().await;
@@ -79,6 +130,11 @@ fn watch_stats(pins: &PinDir, json: bool, interval: f64, count: Option<u64>) -> 
                 _ = tokio::signal::ctrl_c() => return Ok(()),
             }
             let now = stats::read(pins)?;
+            let now_policy = if json {
+                Default::default()
+            } else {
+                read_policy(pins)?
+            };
             let secs = last.elapsed().as_secs_f64();
             last = Instant::now();
             if json {
@@ -92,10 +148,16 @@ fn watch_stats(pins: &PinDir, json: bool, interval: f64, count: Option<u64>) -> 
                     // A pipe or file gets the tables one after another.
                     writeln!(out)?;
                 }
-                write!(out, "{}", render_rates(&prev, &now, secs))?;
+                write!(
+                    out,
+                    "{}{}",
+                    render_rates(&prev, &now, secs),
+                    render_policy_rates(&prev_policy, &now_policy, secs)
+                )?;
                 out.flush()?;
             }
             prev = now;
+            prev_policy = now_policy;
             shown += 1;
             if count.is_some_and(|c| shown >= c) {
                 return Ok(());
@@ -170,6 +232,39 @@ fn human_bits(bps: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn counter(name: &str, packets: u64, bytes: u64) -> stats::PolicyCounter {
+        stats::PolicyCounter {
+            name: name.into(),
+            mode: "enforce",
+            packets,
+            bytes,
+        }
+    }
+
+    #[test]
+    fn watch_shows_each_rule_and_limit_with_its_rate() {
+        let prev = (vec![counter("syn", 100, 6_000)], vec![counter("udp", 0, 0)]);
+        let now = (
+            vec![counter("syn", 300, 18_000), counter("new", 10, 1_000)],
+            vec![counter("udp", 50, 75_000)],
+        );
+        let got = render_policy_rates(&prev, &now, 2.0);
+        let row = |name: &str| {
+            got.lines()
+                .find(|l| l.starts_with(&format!("{name} ")))
+                .unwrap_or_else(|| panic!("no {name} in\n{got}"))
+                .split_whitespace()
+                .collect::<Vec<_>>()
+        };
+        assert!(
+            got.contains("PACKETS MATCHED") && got.contains("PACKETS REFUSED"),
+            "{got}"
+        );
+        assert_eq!(row("syn"), ["syn", "enforce", "300", "100", "48.0k"]);
+        assert_eq!(row("new"), ["new", "enforce", "10", "5", "4.0k"]);
+        assert_eq!(row("udp"), ["udp", "enforce", "50", "25", "300.0k"]);
+    }
 
     #[test]
     fn human_units() {

@@ -639,6 +639,100 @@ fn file_entries(
     out
 }
 
+/// Ban prefix lengths the program looks up per family (`PolicyConfig::ban_prefixes_v4`).
+pub const BAN_LENGTHS: usize = 4;
+
+/// Limits that ban must use at most [`BAN_LENGTHS`] distinct prefix lengths per family (as
+/// `apply` counts them): the limit that brings in one more is reported, at its prefix.
+fn check_ban_lengths(r: &mut Reporter, limits: &[Limit], raws: &[&toml::Spanned<file::RawLimit>]) {
+    for (family, key) in [("IPv4", "prefix_v4"), ("IPv6", "prefix_v6")] {
+        let mut lens: Vec<u8> = Vec::new();
+        for (l, raw) in limits.iter().zip(raws) {
+            if l.ban_seconds.is_none() {
+                continue;
+            }
+            let (len, written) = if key == "prefix_v4" {
+                (l.prefix_v4, &raw.get_ref().prefix_v4)
+            } else {
+                (l.prefix_v6, &raw.get_ref().prefix_v6)
+            };
+            if lens.contains(&len) {
+                continue;
+            }
+            lens.push(len);
+            if lens.len() == BAN_LENGTHS + 1 {
+                let span = written
+                    .as_ref()
+                    .map_or_else(|| raw.get_ref().name.span(), |w| w.span());
+                let mut shown = lens.clone();
+                shown.sort_unstable();
+                r.at(
+                    span,
+                    format!(
+                        "limit '{}' bans by a {key} of {len}: the limits that ban use {} distinct {family} prefix lengths ({shown:?}), the program looks up at most {BAN_LENGTHS}; expected limits that ban to share their {key} values",
+                        l.name,
+                        lens.len()
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// Where a rule names the match field `dim`: that key, else its preset, else its name.
+fn dim_span(rule: &RawRule, dim: u32) -> std::ops::Range<usize> {
+    let key = match dim {
+        DIM_PROTO => rule.protocol.as_ref().map(toml::Spanned::span),
+        DIM_SPORT => rule.src_ports.as_ref().map(toml::Spanned::span),
+        DIM_DPORT => rule.dst_ports.as_ref().map(toml::Spanned::span),
+        DIM_TCP_FLAGS => rule.tcp_flags.as_ref().map(toml::Spanned::span),
+        DIM_ICMP_TYPE => rule.icmp_type.as_ref().map(toml::Spanned::span),
+        DIM_TTL => rule.ttl.as_ref().map(toml::Spanned::span),
+        DIM_LEN => rule.length.as_ref().map(toml::Spanned::span),
+        DIM_FRAG => rule.fragments.as_ref().map(toml::Spanned::span),
+        _ => None,
+    };
+    key.or_else(|| rule.preset.as_ref().map(toml::Spanned::span))
+        .unwrap_or_else(|| rule.name.span())
+}
+
+/// The rules must compile into the program's tables as `apply` compiles them: at most
+/// `MAX_RULES` table rules, and no match field cut into more ranges than the tables hold.
+/// Reported at the rule that goes past the limit.
+fn check_tables(r: &mut Reporter, rules: &[Rule], raws: &[&RawRule]) {
+    // Each table rule with the checked rule it comes from.
+    let table: Vec<(RuleSpec, usize)> = rules
+        .iter()
+        .enumerate()
+        .flat_map(|(i, rule)| rule.specs().map(move |s| (s, i)))
+        .collect();
+    if table.len() > MAX_RULES as usize {
+        let i = table[MAX_RULES as usize].1;
+        r.at(
+            raws[i].name.span(),
+            format!(
+                "the rules expand to {} table rules (presets count several); at most {MAX_RULES}: rule '{}' is past the limit",
+                table.len(),
+                rules[i].name
+            ),
+        );
+        return;
+    }
+    let specs: Vec<(RuleSpec, u32)> = table.iter().map(|(s, _)| (s.clone(), 0)).collect();
+    if let Err(e) = rules::compile(&specs) {
+        match rules::too_many_ranges(specs.iter().map(|(s, _)| s)) {
+            Some(t) => {
+                let i = table[t.rule].1;
+                r.at(
+                    dim_span(raws[i], t.dim),
+                    format!("rule '{}': {t}", rules[i].name),
+                );
+            }
+            None => r.at(0..0, format!("the rules do not compile: {e:#}")),
+        }
+    }
+}
+
 /// Read and check a policy file completely; every problem is reported, nothing is applied.
 pub fn load(path: &Path) -> Result<Policy> {
     let text = read_text(path)?;
@@ -752,11 +846,14 @@ pub fn check_text(path: &Path, text: &str) -> Result<Policy, Vec<Problem>> {
     ));
     policy.lists.protected = inline_entries(&mut r, &lists.protected);
     let mut names = Vec::new();
+    let mut limit_raws = Vec::new();
     for l in &raw.limit {
         if let Some(limit) = check_limit(&mut r, l, &mut names) {
             policy.limits.push(limit);
+            limit_raws.push(l);
         }
     }
+    check_ban_lengths(&mut r, &policy.limits, &limit_raws);
     if raw.limit.len() > filter_common::limits::MAX_LIMITS as usize {
         r.at(
             raw.limit[filter_common::limits::MAX_LIMITS as usize].span(),
@@ -767,20 +864,14 @@ pub fn check_text(path: &Path, text: &str) -> Result<Policy, Vec<Problem>> {
         );
     }
     let mut names = Vec::new();
+    let mut rule_raws = Vec::new();
     for rule in &raw.rule {
         if let Some(checked) = check_rule(&mut r, rule, &mut names) {
             policy.rules.push(checked);
+            rule_raws.push(rule.get_ref());
         }
     }
-    if policy.table_rules() > MAX_RULES as usize {
-        r.at(
-            0..0,
-            format!(
-                "the rules expand to {} table rules (presets count several); at most {MAX_RULES}",
-                policy.table_rules()
-            ),
-        );
-    }
+    check_tables(&mut r, &policy.rules, &rule_raws);
     if r.problems.is_empty() {
         Ok(policy)
     } else {
@@ -1056,6 +1147,81 @@ mod tests {
     fn syntax_errors_have_a_place() {
         let got = problems("[[rule]\nname = 1\n");
         assert!(got[0].starts_with("1:"), "{got:?}");
+    }
+
+    /// `n` rules, each matching three port ranges of its own (6 boundaries per rule).
+    fn many_port_ranges(n: u32) -> String {
+        (0..n)
+            .map(|i| {
+                let p = |k: u32| format!("\"{}-{}\"", i * 100 + k * 10, i * 100 + k * 10 + 1);
+                format!(
+                    "[[rule]]\nname = \"r{i}\"\nprotocol = \"udp\"\ndst_ports = [{}, {}, {}]\n",
+                    p(0),
+                    p(1),
+                    p(2)
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rules_cutting_a_field_into_too_many_ranges_are_refused_at_the_rule() {
+        // 400 rules x 3 ranges: 2400 classes of destination ports, the tables hold 2048. Rule
+        // r341 is the first past the limit (6 x 342 classes: the first range starts at 0); its dst_ports is on line
+        // 4 x 341 + 4.
+        let got = problems(&many_port_ranges(400));
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].starts_with("1368:13: "), "{got:?}");
+        assert!(
+            got[0].contains("rule 'r341'")
+                && got[0].contains("dst_ports into 2400 distinct ranges")
+                && got[0].contains("at most 2048"),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn rules_within_the_ranges_the_tables_hold_are_valid() {
+        assert!(check(&many_port_ranges(341)).is_ok());
+    }
+
+    /// Limits that ban, one per IPv4 prefix length of `lens`.
+    fn banning_limits(lens: &[u8]) -> String {
+        lens.iter()
+            .map(|l| {
+                format!("[[limit]]\nname = \"l{l}\"\nclass = \"udp\"\nper = \"source\"\npps = 10\nprefix_v4 = {l}\nban_seconds = 60\n")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn more_ban_prefix_lengths_than_the_program_looks_up_are_refused_at_the_limit() {
+        // The fifth distinct length (limit l28, 7 lines per limit) is the one reported.
+        let got = problems(&banning_limits(&[32, 31, 30, 29, 28]));
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].starts_with("34:13: "), "{got:?}");
+        assert!(
+            got[0].contains("limit 'l28'")
+                && got[0].contains("5 distinct IPv4 prefix lengths")
+                && got[0].contains("at most 4"),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn ban_limits_sharing_prefix_lengths_count_each_length_once() {
+        let mut text = banning_limits(&[32, 31, 30, 29]);
+        text.push_str("[[limit]]\nname = \"again\"\nclass = \"tcp\"\nper = \"source\"\npps = 10\nprefix_v4 = 32\nban_seconds = 60\n");
+        // A limit that does not ban needs no ban lookup.
+        text.push_str("[[limit]]\nname = \"noban\"\nclass = \"icmp\"\nper = \"source\"\npps = 10\nprefix_v4 = 20\n");
+        assert!(check(&text).is_ok(), "{:?}", check(&text));
+    }
+
+    #[test]
+    fn the_ban_length_count_matches_what_the_program_reads() {
+        let c = filter_common::PolicyConfig::default();
+        assert_eq!(c.ban_prefixes_v4.len(), BAN_LENGTHS);
+        assert_eq!(c.ban_prefixes_v6.len(), BAN_LENGTHS);
     }
 
     #[test]

@@ -38,10 +38,82 @@ fn set_bit(b: &mut RuleBits, r: usize) {
     b.words[r / 64] |= 1 << (r % 64);
 }
 
+/// The match fields as a policy names them, per dimension.
+pub const DIM_NAMES: [&str; DIMS as usize] = [
+    "protocol",
+    "src_ports",
+    "dst_ports",
+    "tcp_flags",
+    "icmp_type",
+    "ttl",
+    "length",
+    "fragments",
+];
+
+/// The ranges of the rules cut one match field into more classes than the tables hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TooManyRanges {
+    /// The first rule (table rule index, in match order) whose ranges went past the limit.
+    pub rule: usize,
+    /// The dimension (`DIM_*`).
+    pub dim: u32,
+    /// Classes all the rules cut it into.
+    pub classes: usize,
+}
+
+impl std::fmt::Display for TooManyRanges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the rules cut {} into {} distinct ranges; at most {MAX_CLASSES}: merge port or length ranges",
+            DIM_NAMES[self.dim as usize], self.classes
+        )
+    }
+}
+
+/// The value boundaries `ranges` cut dimension `d` at (each range's start and end + 1).
+fn bounds_of(ranges: &[(u32, u32)], n: u32) -> impl Iterator<Item = u32> + '_ {
+    ranges
+        .iter()
+        .flat_map(move |&(a, b)| [a.min(n), (b + 1).min(n)])
+}
+
+/// The first dimension the rules cut into more than `MAX_CLASSES` classes, naming the rule
+/// that went past the limit (the earliest such rule over all dimensions).
+pub fn too_many_ranges<'a>(
+    rules: impl Iterator<Item = &'a RuleSpec> + Clone,
+) -> Option<TooManyRanges> {
+    let mut worst: Option<TooManyRanges> = None;
+    for d in 0..DIMS {
+        let n = DIM_VALUES[d as usize];
+        let mut bounds = std::collections::BTreeSet::from([0, n]);
+        let mut first = None;
+        for (r, s) in rules.clone().enumerate() {
+            bounds.extend(bounds_of(s.ranges[d as usize].as_deref().unwrap_or(&[]), n));
+            if first.is_none() && bounds.len() - 1 > MAX_CLASSES as usize {
+                first = Some(r);
+            }
+        }
+        if let Some(rule) = first {
+            if worst.as_ref().is_none_or(|w| rule < w.rule) {
+                worst = Some(TooManyRanges {
+                    rule,
+                    dim: d,
+                    classes: bounds.len() - 1,
+                });
+            }
+        }
+    }
+    worst
+}
+
 /// Compile `rules` (in match order, each with its counter slot).
 pub fn compile(rules: &[(RuleSpec, u32)]) -> Result<RuleTables> {
     if rules.len() > MAX_RULES as usize {
         bail!("{} table rules; at most {MAX_RULES}", rules.len());
+    }
+    if let Some(e) = too_many_ranges(rules.iter().map(|(s, _)| s)) {
+        bail!("{e}");
     }
     let mut t = RuleTables {
         words: rules.len().div_ceil(64) as u32,
@@ -67,19 +139,10 @@ pub fn compile(rules: &[(RuleSpec, u32)]) -> Result<RuleTables> {
         t.dims |= 1 << d;
         let mut bounds: Vec<u32> = vec![0, n];
         for (s, _) in rules {
-            for &(a, b) in s.ranges[d as usize].iter().flatten() {
-                bounds.push(a.min(n));
-                bounds.push((b + 1).min(n));
-            }
+            bounds.extend(bounds_of(s.ranges[d as usize].as_deref().unwrap_or(&[]), n));
         }
         bounds.sort_unstable();
         bounds.dedup();
-        let classes = bounds.len() - 1;
-        if classes > MAX_CLASSES as usize {
-            bail!(
-                "the rules cut one match field into {classes} distinct ranges; at most {MAX_CLASSES}: merge port or length ranges"
-            );
-        }
         let base = CLASS_OFFSETS[d as usize] as usize;
         for (c, w) in bounds.windows(2).enumerate() {
             let (lo, hi) = (w[0], w[1]);
@@ -102,8 +165,10 @@ pub fn compile(rules: &[(RuleSpec, u32)]) -> Result<RuleTables> {
 }
 
 /// The compiled tables read by the program's own matcher, for tests.
+#[cfg(test)]
 pub struct View<'a>(pub &'a RuleTables);
 
+#[cfg(test)]
 impl RuleMemory for View<'_> {
     fn class_word(&self, index: u32) -> u64 {
         self.0.classes[index as usize]
