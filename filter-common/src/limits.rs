@@ -182,6 +182,14 @@ pub const fn gcra(tat: u64, now: u64, cost: u64, tolerance: u64) -> Option<u64> 
     Some(base.saturating_add(cost))
 }
 
+/// How far ahead of now a known source may run a global bucket's TAT when the bucket refuses
+/// newcomers (`tolerance`): one more bucket depth, so that known sources pass first but the
+/// threshold still holds over time (at most two bursts beyond the rate).
+#[inline(always)]
+pub const fn known_tolerance(cost: u64, tolerance: u64) -> u64 {
+    tolerance.saturating_mul(2).saturating_add(cost)
+}
+
 /// The sketch counter slot of a source in row `row` (multiplicative hashes, cheap in eBPF).
 #[inline(always)]
 pub const fn sketch_slot(hi: u64, lo: u64, row: u32) -> u32 {

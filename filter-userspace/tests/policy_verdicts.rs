@@ -345,3 +345,48 @@ fn protected_prefixes_are_never_limited_or_banned() {
     f.h.run(&frame, 200).unwrap();
     assert_eq!(f.kernel(&frame), Reason::Passed);
 }
+
+/// Keep this test's thread on CPU 0: global limits run one bucket per CPU.
+fn on_cpu0() {
+    // SAFETY: a zeroed cpu_set_t with one bit set, for the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+            0
+        );
+    }
+}
+
+/// Frames of `frame` that pass when sent one by one `n` times on CPU 0, and the seconds that
+/// took.
+fn passes(f: &Fixture, frame: &[u8], n: usize) -> (usize, f64) {
+    on_cpu0();
+    let start = std::time::Instant::now();
+    let passed = (0..n).filter(|_| f.kernel(frame) == Reason::Passed).count();
+    (passed, start.elapsed().as_secs_f64())
+}
+
+/// Packets one CPU's bucket of a global limit of `pps` and `burst` lets through in `secs`
+/// when a source may run it `depths` bucket depths ahead (and a packet of slack).
+fn per_cpu_allowance(pps: u64, burst: u64, depths: u64, secs: f64) -> usize {
+    let cpus = aya::util::online_cpus().expect("online CPUs").len() as u64;
+    let burst = (burst / cpus).max(1);
+    (depths * burst) as usize + (pps as f64 / cpus as f64 * secs).ceil() as usize + 1
+}
+
+#[test]
+fn a_known_source_that_floods_gets_only_the_threshold_and_a_bounded_burst() {
+    // The source is known once its first packet passed in peacetime; it may then run the
+    // bucket one more depth ahead, no further.
+    let f = Fixture::new(
+        "[[limit]]\nname = \"g\"\nclass = \"udp\"\nper = \"global\"\npps = 10\nburst = 100\nknown_sources_first = true\n",
+    );
+    let (passed, secs) = passes(&f, &udp4(1, 2, 10), 400);
+    let bound = per_cpu_allowance(10, 100, 2, secs);
+    assert!(
+        passed <= bound,
+        "{passed} of 400 passed in {secs:.2} s; at most {bound}"
+    );
+}

@@ -14,9 +14,9 @@ use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use aya_ebpf::helpers::bpf_loop;
 use aya_log_ebpf::info;
 use filter_common::limits::{
-    classes_of, gcra, masked, prefix_for, sketch_slot, Ban, BanKey, Bucket, KnownKey, LimitConf,
-    SourceKey, BYTE_TICKS_PER_NS, CALM_AFTER_NS, MAX_LIMITS, PER_SOURCE, SKETCH_EPOCH_SHIFT,
-    SKETCH_ROWS,
+    classes_of, gcra, known_tolerance, masked, prefix_for, sketch_slot, Ban, BanKey, Bucket,
+    KnownKey, LimitConf, SourceKey, BYTE_TICKS_PER_NS, CALM_AFTER_NS, MAX_LIMITS, PER_SOURCE,
+    SKETCH_EPOCH_SHIFT, SKETCH_ROWS,
 };
 use filter_common::packet::Packet;
 use filter_common::rules::MODE_MONITOR;
@@ -281,14 +281,34 @@ fn global(index: u32, conf: &LimitConf, flags: u32, p: &Packet, t: u64, slot: u3
     if flags & POLICY_KNOWN != 0 {
         // SAFETY: plain data.
         if unsafe { KNOWN.get(&known_key(p)) }.is_some() {
-            // Known sources pass first and use up the threshold; the rest shares what is left.
-            if conf.pkt_cost != 0 {
-                g.pkt_tat = (if g.pkt_tat > t { g.pkt_tat } else { t }) + conf.pkt_cost;
+            // Known sources pass first: they may run the TAT up to one more bucket depth
+            // ahead, where newcomers are refused, and no further, so the threshold holds over
+            // time (known traffic can take all of it, the rest shares what is left).
+            let pkt = if conf.pkt_cost == 0 {
+                Some(g.pkt_tat)
+            } else {
+                gcra(
+                    g.pkt_tat,
+                    t,
+                    conf.pkt_cost,
+                    known_tolerance(conf.pkt_cost, conf.pkt_tolerance),
+                )
+            };
+            let byte = if conf.byte_cost == 0 {
+                Some(g.byte_tat)
+            } else {
+                gcra(
+                    g.byte_tat,
+                    tb,
+                    bytes,
+                    known_tolerance(bytes, conf.byte_tolerance),
+                )
+            };
+            if let (Some(pt), Some(bt)) = (pkt, byte) {
+                g.pkt_tat = pt;
+                g.byte_tat = bt;
+                return Outcome::Pass;
             }
-            if conf.byte_cost != 0 {
-                g.byte_tat = (if g.byte_tat > tb { g.byte_tat } else { tb }) + bytes;
-            }
-            return Outcome::Pass;
         }
     }
     Outcome::Drop
