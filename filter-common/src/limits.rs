@@ -43,6 +43,9 @@ pub const fn classes_of(p: &Packet) -> u32 {
 pub const PER_SOURCE: u8 = 0;
 pub const PER_GLOBAL: u8 = 1;
 
+/// A global limit whose known sources pass first (`known_sources_first`).
+pub const LIMIT_KNOWN_FIRST: u8 = 1;
+
 /// Byte buckets count time in 1/64 ns, so that a 100 Gbit/s limit still costs whole units per
 /// byte (5); 2^64 of them last 9 years of uptime.
 pub const BYTE_TICKS_PER_NS: u64 = 64;
@@ -61,7 +64,9 @@ pub struct LimitConf {
     pub mode: u8,
     pub prefix_v4: u8,
     pub prefix_v6: u8,
-    pub reserved: [u8; 3],
+    /// `LIMIT_*` flags.
+    pub flags: u8,
+    pub reserved: [u8; 2],
     /// Emission interval per packet in ns (0: no packet rate), and how far ahead the TAT may
     /// run (the burst).
     pub pkt_cost: u64,

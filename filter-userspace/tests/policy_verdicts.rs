@@ -390,3 +390,21 @@ fn a_known_source_that_floods_gets_only_the_threshold_and_a_bounded_burst() {
         "{passed} of 400 passed in {secs:.2} s; at most {bound}"
     );
 }
+
+#[test]
+fn a_global_limit_without_known_sources_first_refuses_known_sources_too() {
+    // Another global limit lets known sources first, so the known table is in use, and the
+    // source is known (its first packet passed in peacetime); "g" itself does not.
+    let f = Fixture::new(
+        "[[limit]]\nname = \"first\"\nclass = \"tcp\"\nper = \"global\"\npps = 1000\nknown_sources_first = true\n\n[[limit]]\nname = \"g\"\nclass = \"udp\"\nper = \"global\"\npps = 10\nburst = 100\nknown_sources_first = false\n",
+    );
+    on_cpu0();
+    assert_eq!(f.kernel(&tcp4(80, SYN)), Reason::Passed);
+    let (passed, secs) = passes(&f, &udp4(1, 2, 10), 400);
+    // One bucket depth and the refill, not a second depth.
+    let bound = per_cpu_allowance(10, 100, 1, secs);
+    assert!(
+        passed <= bound,
+        "{passed} of 400 passed in {secs:.2} s; at most {bound}"
+    );
+}

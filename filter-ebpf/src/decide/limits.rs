@@ -15,8 +15,8 @@ use aya_ebpf::helpers::bpf_loop;
 use aya_log_ebpf::info;
 use filter_common::limits::{
     classes_of, gcra, known_tolerance, masked, prefix_for, sketch_slot, Ban, BanKey, Bucket,
-    KnownKey, LimitConf, SourceKey, BYTE_TICKS_PER_NS, CALM_AFTER_NS, MAX_LIMITS, PER_SOURCE,
-    SKETCH_EPOCH_SHIFT, SKETCH_ROWS,
+    KnownKey, LimitConf, SourceKey, BYTE_TICKS_PER_NS, CALM_AFTER_NS, LIMIT_KNOWN_FIRST,
+    MAX_LIMITS, PER_SOURCE, SKETCH_EPOCH_SHIFT, SKETCH_ROWS,
 };
 use filter_common::packet::Packet;
 use filter_common::rules::MODE_MONITOR;
@@ -264,10 +264,12 @@ fn global(index: u32, conf: &LimitConf, flags: u32, p: &Packet, t: u64, slot: u3
     } else {
         gcra(g.byte_tat, tb, bytes, conf.byte_tolerance)
     };
+    // This limit lets known sources first (the policy-wide flag says the table is in use).
+    let known_first = flags & POLICY_KNOWN != 0 && conf.flags & LIMIT_KNOWN_FIRST != 0;
     if let (Some(pt), Some(bt)) = (pkt, byte) {
         g.pkt_tat = pt;
         g.byte_tat = bt;
-        if flags & POLICY_KNOWN != 0 && t.saturating_sub(g.last_exceeded) > CALM_AFTER_NS {
+        if known_first && t.saturating_sub(g.last_exceeded) > CALM_AFTER_NS {
             // Peacetime: remember who talks to us.
             let key = known_key(p);
             // SAFETY: plain data.
@@ -278,7 +280,7 @@ fn global(index: u32, conf: &LimitConf, flags: u32, p: &Packet, t: u64, slot: u3
         return Outcome::Pass;
     }
     g.last_exceeded = t;
-    if flags & POLICY_KNOWN != 0 {
+    if known_first {
         // SAFETY: plain data.
         if unsafe { KNOWN.get(&known_key(p)) }.is_some() {
             // Known sources pass first: they may run the TAT up to one more bucket depth

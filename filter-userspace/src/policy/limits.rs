@@ -1,6 +1,6 @@
 //! Limits as the program reads them: GCRA costs and tolerances from pps, bps and burst.
 
-use filter_common::limits::{LimitConf, BYTE_TICKS_PER_NS, PER_GLOBAL};
+use filter_common::limits::{LimitConf, BYTE_TICKS_PER_NS, LIMIT_KNOWN_FIRST, PER_GLOBAL};
 use filter_common::model::LimitSpec;
 
 use super::Limit;
@@ -70,7 +70,12 @@ pub fn conf(l: &Limit, counter: u32, cpus: u32) -> LimitConf {
         mode: l.mode.bits() as u8,
         prefix_v4: l.prefix_v4,
         prefix_v6: l.prefix_v6,
-        reserved: [0; 3],
+        flags: if l.per == PER_GLOBAL && l.known_sources_first {
+            LIMIT_KNOWN_FIRST
+        } else {
+            0
+        },
+        reserved: [0; 2],
         pkt_cost,
         pkt_tolerance,
         byte_cost,
