@@ -408,3 +408,47 @@ fn a_global_limit_without_known_sources_first_refuses_known_sources_too() {
         "{passed} of 400 passed in {secs:.2} s; at most {bound}"
     );
 }
+
+/// The program's events (aya-log records), as text.
+#[derive(Clone, Default)]
+struct Events(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl log::Log for Events {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record) {
+        self.0.lock().unwrap().push(record.args().to_string());
+    }
+    fn flush(&self) {}
+}
+
+#[test]
+fn a_ban_event_carries_the_packets_the_source_sent() {
+    let f = Fixture::new(
+        "[[limit]]\nname = \"udp\"\nclass = \"udp\"\nper = \"source\"\npps = 1\nburst = 2\nban_seconds = 60\n",
+    );
+    let id = floodgate::state::attach::program_status(f.h.pins())
+        .unwrap()
+        .unwrap()
+        .program_id;
+    let events = Events::default();
+    let mut logger = aya_log::EbpfLogger::init_from_id_with_logger(id, events.clone()).unwrap();
+    on_cpu0();
+    // Tracked from the first packet; the burst passes 2, the third is refused and banned.
+    f.h.run(&udp4(1, 2, 10), 3).unwrap();
+    logger.flush();
+    let got = events.0.lock().unwrap().clone();
+    let ban = got
+        .iter()
+        .find(|e| e.starts_with("ban 192.0.2.1/32"))
+        .unwrap_or_else(|| panic!("no ban event in {got:?}"));
+    let counted: u32 = ban
+        .split("sketch counted ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {ban:?}"));
+    // All three in the current epoch, unless one began between them.
+    assert!((1..=3).contains(&counted), "{ban}");
+}

@@ -162,7 +162,7 @@ fn place_ban(conf: &LimitConf, p: &Packet, prefix: u32, t: u64, estimate: u32) {
         match p.family {
             Family::V4 => info!(
                 &(),
-                "ban {:i}/{} by limit {} for {} s, {} packets in its last second on this CPU",
+                "ban {:i}/{} by limit {} for {} s: sketch counted {} of its packets on this CPU in the current 1.07 s epoch",
                 (hi >> 32) as u32,
                 prefix,
                 conf.id,
@@ -175,7 +175,7 @@ fn place_ban(conf: &LimitConf, p: &Packet, prefix: u32, t: u64, estimate: u32) {
                 a[8..].copy_from_slice(&lo.to_be_bytes());
                 info!(
                     &(),
-                    "ban {:i}/{} by limit {} for {} s, {} packets in its last second on this CPU",
+                    "ban {:i}/{} by limit {} for {} s: sketch counted {} of its packets on this CPU in the current 1.07 s epoch",
                     a,
                     prefix,
                     conf.id,
@@ -187,7 +187,9 @@ fn place_ban(conf: &LimitConf, p: &Packet, prefix: u32, t: u64, estimate: u32) {
     }
 }
 
-/// A per-source limit; on `Drop`, also the source's sketch estimate (for the ban event).
+/// A per-source limit; on `Drop`, also the source's sketch estimate (for the ban event): its
+/// packets counted on this CPU in the current sketch epoch (2^30 ns), an upper bound
+/// (count-min) that starts again at each epoch. Kept up only for limits that ban.
 #[inline(always)]
 fn per_source(conf: &LimitConf, p: &Packet, t: u64) -> (Outcome, u32) {
     let prefix = prefix_for(conf, p.family);
@@ -200,7 +202,15 @@ fn per_source(conf: &LimitConf, p: &Packet, t: u64) -> (Outcome, u32) {
     };
     let mut estimate = 0;
     let bucket = match SOURCE_BUCKETS.get_ptr_mut(&key) {
-        Some(b) => b,
+        Some(b) => {
+            // A limit that bans keeps counting its tracked sources, so that the ban event
+            // carries the source's measured packets (two per-CPU slots per packet, only for
+            // limits with bans).
+            if conf.ban_ns != 0 {
+                estimate = sketch_bump(hi, lo ^ u64::from(conf.id), t);
+            }
+            b
+        }
         None => {
             estimate = sketch_bump(hi, lo ^ u64::from(conf.id), t);
             if estimate < conf.track_after {
