@@ -452,3 +452,38 @@ fn a_ban_event_carries_the_packets_the_source_sent() {
     // All three in the current epoch, unless one began between them.
     assert!((1..=3).contains(&counted), "{ban}");
 }
+
+impl Fixture {
+    /// Apply another policy file to the same program.
+    fn reapply(&self, policy: &str) -> anyhow::Result<()> {
+        let file = TempFile::new("policy-", policy.as_bytes()).unwrap();
+        floodgate::policy::apply::apply(self.h.pins(), &file.path, false, true).map(|_| ())
+    }
+
+    /// The live bans' sources.
+    fn bans(&self) -> Vec<String> {
+        floodgate::state::bans::list(self.h.pins(), |_| None)
+            .unwrap()
+            .into_iter()
+            .map(|b| b.source)
+            .collect()
+    }
+}
+
+fn prefixes(texts: &[&str]) -> Vec<floodgate::lists::entries::Prefix> {
+    let texts: Vec<String> = texts.iter().map(|t| t.to_string()).collect();
+    floodgate::lists::entries::parse_args(&texts).unwrap()
+}
+
+const BAN_LIMIT: &str = "[[limit]]\nname = \"udp\"\nclass = \"udp\"\nper = \"source\"\npps = 1\nburst = 2\nban_seconds = 60\n";
+
+#[test]
+fn applying_protected_prefixes_lifts_the_bans_inside_them() {
+    let f = Fixture::new(BAN_LIMIT);
+    floodgate::state::bans::add(f.h.pins(), &prefixes(&["192.0.2.1", "198.51.100.1"]), 60).unwrap();
+    f.reapply(&format!(
+        "[lists]\nprotected = [\"192.0.2.0/24\"]\n\n{BAN_LIMIT}"
+    ))
+    .unwrap();
+    assert_eq!(f.bans(), ["198.51.100.1/32"]);
+}

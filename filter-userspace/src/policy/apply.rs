@@ -373,6 +373,9 @@ fn apply_loaded(
     // Slots given to new names start at zero; the old generation does not count into them.
     session.reset_counters(&new_rule_slots, &new_limit_slots)?;
     session.commit(plan)?;
+    // The program no longer honours bans of protected sources: lift those it would ignore
+    // so that `bans list` does not show them.
+    crate::state::bans::lift_covered(pins, &policy.lists.protected)?;
     if let Some(want) = &policy.interfaces {
         if !report.attach.is_empty() {
             let done = crate::state::attach::attach(

@@ -123,3 +123,22 @@ pub fn flush(pins: &PinDir) -> Result<usize> {
     }
     Ok(keys.len())
 }
+
+/// Lift the bans that lie wholly inside one of `protected` (the program ignores them);
+/// returns how many.
+pub fn lift_covered(pins: &PinDir, protected: &[Prefix]) -> Result<usize> {
+    if protected.is_empty() {
+        return Ok(0);
+    }
+    let nets: Vec<_> = protected.iter().map(|p| p.to_ipnet()).collect();
+    let mut t = table(pins)?;
+    let keys: Vec<BanKey> = t.keys().collect::<Result<_, _>>()?;
+    let mut lifted = 0;
+    for k in &keys {
+        let ban = prefix_of(k).to_ipnet();
+        if nets.iter().any(|n| n.contains(&ban)) && t.remove(k).is_ok() {
+            lifted += 1;
+        }
+    }
+    Ok(lifted)
+}
