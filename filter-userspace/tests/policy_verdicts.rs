@@ -487,3 +487,53 @@ fn applying_protected_prefixes_lifts_the_bans_inside_them() {
     .unwrap();
     assert_eq!(f.bans(), ["198.51.100.1/32"]);
 }
+
+/// `floodgate bans ARGS` on the fixture's program.
+fn bans_cmd(f: &Fixture, args: &[&str]) -> anyhow::Result<()> {
+    use clap::Parser;
+    let root = f.h.pins().root().to_str().unwrap().to_string();
+    let argv = ["floodgate", "--pin-dir", &root, "bans"]
+        .into_iter()
+        .chain(args.iter().copied());
+    floodgate::commands::run(floodgate::cli::Cli::try_parse_from(argv)?)
+}
+
+fn ban_by_hand(f: &Fixture, sources: &[&str]) {
+    let args: Vec<&str> = ["add", "--seconds", "60", "--force"]
+        .into_iter()
+        .chain(sources.iter().copied())
+        .collect();
+    bans_cmd(f, &args).unwrap();
+}
+
+/// Two limits that ban at /16 and /20.
+const BANS_AT_16_AND_20: &str = "[[limit]]\nname = \"a\"\nclass = \"udp\"\nper = \"source\"\npps = 1\nprefix_v4 = 16\nban_seconds = 60\n\n[[limit]]\nname = \"b\"\nclass = \"tcp\"\nper = \"source\"\npps = 1\nprefix_v4 = 20\nban_seconds = 60\n";
+
+#[test]
+fn lifted_bans_free_their_prefix_lengths() {
+    let f = Fixture::new("");
+    ban_by_hand(&f, &["10.0.0.0/24", "10.0.0.0/25", "10.0.0.0/26"]);
+    bans_cmd(&f, &["flush"]).unwrap();
+    f.reapply(BANS_AT_16_AND_20).unwrap();
+}
+
+#[test]
+fn too_many_ban_lengths_because_of_live_bans_names_the_bans() {
+    let f = Fixture::new("");
+    ban_by_hand(&f, &["10.0.0.0/24", "10.0.0.0/25", "10.0.0.0/26"]);
+    let err = format!("{:#}", f.reapply(BANS_AT_16_AND_20).unwrap_err());
+    assert!(
+        err.contains("bans at /24, /25, /26") && err.contains("bans del"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_removed_limits_live_bans_are_still_enforced() {
+    let f = Fixture::new(&BAN_LIMIT.replace("ban_seconds", "prefix_v4 = 24\nban_seconds"));
+    f.h.run(&udp4(1, 2, 10), 200).unwrap();
+    assert_eq!(f.kernel(&tcp4(80, SYN)), Reason::DroppedBanned);
+    f.reapply("").unwrap();
+    assert_eq!(f.bans(), ["192.0.2.0/24"]);
+    assert_eq!(f.kernel(&tcp4(80, SYN)), Reason::DroppedBanned);
+}

@@ -142,3 +142,32 @@ pub fn lift_covered(pins: &PinDir, protected: &[Prefix]) -> Result<usize> {
     }
     Ok(lifted)
 }
+
+/// The prefix lengths of the live bans, per family (sorted, without duplicates); lapsed bans
+/// are lifted on the way.
+pub fn live_prefix_lengths(pins: &PinDir) -> Result<[Vec<u8>; 2]> {
+    let t_now = now_ns();
+    let mut t = table(pins)?;
+    let entries: Vec<(BanKey, Ban)> = t
+        .iter()
+        .collect::<Result<_, _>>()
+        .context("reading the ban table")?;
+    let mut out: [Vec<u8>; 2] = Default::default();
+    for (k, ban) in entries {
+        if ban.expires <= t_now {
+            let _ = t.remove(&k);
+            continue;
+        }
+        let family = if k.family == Family::V6 as u32 {
+            Family::V6
+        } else {
+            Family::V4
+        };
+        out[family as usize].push(k.prefix as u8);
+    }
+    for lens in &mut out {
+        lens.sort_unstable();
+        lens.dedup();
+    }
+    Ok(out)
+}
