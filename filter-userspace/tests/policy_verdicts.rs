@@ -537,3 +537,24 @@ fn a_removed_limits_live_bans_are_still_enforced() {
     assert_eq!(f.bans(), ["192.0.2.0/24"]);
     assert_eq!(f.kernel(&tcp4(80, SYN)), Reason::DroppedBanned);
 }
+
+#[test]
+fn a_limit_that_bans_at_prefix_length_0_is_refused() {
+    let f = Fixture::new("");
+    let err = f
+        .reapply(&BAN_LIMIT.replace("ban_seconds", "prefix_v4 = 0\nban_seconds"))
+        .unwrap_err();
+    assert_eq!(floodgate::error::exit_code(&err), 2, "{err:#}");
+    assert!(format!("{err:#}").contains("prefix_v4 = 0"), "{err:#}");
+}
+
+#[test]
+fn a_ban_of_every_source_is_refused() {
+    let f = Fixture::new("");
+    for all in ["0.0.0.0/0", "::/0"] {
+        let err = bans_cmd(&f, &["add", "--seconds", "60", "--force", all]).unwrap_err();
+        assert_eq!(floodgate::error::exit_code(&err), 2, "{err:#}");
+        assert!(format!("{err:#}").contains("every source"), "{err:#}");
+    }
+    assert!(f.bans().is_empty());
+}

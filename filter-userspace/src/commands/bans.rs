@@ -43,6 +43,11 @@ pub fn run(pins: &PinDir, action: BansAction) -> Result<()> {
             force,
         } => {
             let sources = entries::parse_args(&texts)?;
+            if let Some(all) = sources.iter().find(|p| p.prefix_len() == 0) {
+                return Err(crate::error::usage(format!(
+                    "{all} would ban every source of its family; bans need a prefix length of at least 1 (use the block list to drop everything)"
+                )));
+            }
             let session = Session::open_for_change(pins)?;
             if !force {
                 guard::check_block_add(&session.current()?, &sources)?;

@@ -249,6 +249,7 @@ fn prepare(
     path: &Path,
     force: bool,
 ) -> Result<(ListEdits, Report, AppliedPolicy)> {
+    limits::check_bans(&policy.limits)?;
     let mut edits = Vec::new();
     let mut report = Report::default();
     for (kind, entries) in [

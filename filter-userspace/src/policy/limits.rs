@@ -32,6 +32,22 @@ fn allowed_pps(l: &Limit) -> u64 {
     }
 }
 
+/// Refuse limits that ban with a prefix length of 0: one such ban would cover every source
+/// of the family, and the program cannot look a /0 ban up (a usage error, exit 2).
+pub fn check_bans(limits: &[Limit]) -> anyhow::Result<()> {
+    for l in limits.iter().filter(|l| l.ban_seconds.is_some()) {
+        for (key, len) in [("prefix_v4", l.prefix_v4), ("prefix_v6", l.prefix_v6)] {
+            if len == 0 {
+                return Err(crate::error::usage(format!(
+                    "limit '{}' bans with {key} = 0: one ban would cover every source; a limit with ban_seconds needs a {key} of at least 1",
+                    l.name
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The program's view of `l`. Global limits run one bucket per CPU, each with `1/cpus` of the
 /// rate and of the burst.
 pub fn conf(l: &Limit, counter: u32, cpus: u32) -> LimitConf {
