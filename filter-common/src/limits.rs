@@ -46,8 +46,12 @@ pub const PER_GLOBAL: u8 = 1;
 /// A global limit whose known sources pass first (`known_sources_first`).
 pub const LIMIT_KNOWN_FIRST: u8 = 1;
 
-/// Byte buckets count time in 1/64 ns, so that a 100 Gbit/s limit still costs whole units per
-/// byte (5); 2^64 of them last 9 years of uptime.
+/// Byte buckets count time in 1/64 ns (2^64 of them last 9 years of uptime). A byte costs
+/// 512 * 10^9 / bps of them per bucket (a global limit's bucket has 1/CPUs of its rate),
+/// rounded up to a whole unit so that a limit is never looser than asked: it is stricter by
+/// less than one unit in the cost, less than bps / (512 * 10^9) of the rate. That is exact
+/// for 1 Gbit/s, 1.5% at 10 Gbit/s and 15% at 100 Gbit/s (5.12 rounds to 6). Finer ticks
+/// would wrap within the uptime of a server (1/1024 ns: 208 days).
 pub const BYTE_TICKS_PER_NS: u64 = 64;
 
 /// One limit of the active policy.
