@@ -558,3 +558,33 @@ fn a_ban_of_every_source_is_refused() {
     }
     assert!(f.bans().is_empty());
 }
+
+/// A global limit of 800 bit/s on a class: one packet of 528 bytes spends a CPU's bucket for
+/// seconds.
+fn slow_global(name: &str, class: &str) -> String {
+    format!("[[limit]]\nname = \"{name}\"\nclass = \"{class}\"\nper = \"global\"\nbps = 800\nknown_sources_first = false\n\n")
+}
+
+#[test]
+fn a_global_limit_keeps_its_bucket_when_limits_are_reordered() {
+    let (a, b) = (slow_global("a", "udp"), slow_global("b", "tcp"));
+    let f = Fixture::new(&format!("{a}{b}"));
+    on_cpu0();
+    let big = udp4(1, 2, 500);
+    f.h.run(&big, 5).unwrap();
+    assert_eq!(f.kernel(&big), Reason::DroppedRateLimit);
+    f.reapply(&format!("{b}{a}")).unwrap();
+    assert_eq!(f.kernel(&big), Reason::DroppedRateLimit);
+}
+
+#[test]
+fn a_new_global_limit_starts_with_a_full_bucket() {
+    let f = Fixture::new(&slow_global("a", "udp"));
+    on_cpu0();
+    let big = udp4(1, 2, 500);
+    f.h.run(&big, 5).unwrap();
+    assert_eq!(f.kernel(&big), Reason::DroppedRateLimit);
+    // "c" takes the counter slot "a" left.
+    f.reapply(&slow_global("c", "udp")).unwrap();
+    assert_eq!(f.kernel(&big), Reason::Passed);
+}

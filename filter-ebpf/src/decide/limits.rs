@@ -254,10 +254,10 @@ fn known_key(p: &Packet) -> KnownKey {
     }
 }
 
-/// A global limit (this CPU's share of it, for this interface).
+/// A global limit (this CPU's share of it, for this interface); `limit` is its counter slot.
 #[inline(always)]
-fn global(index: u32, conf: &LimitConf, flags: u32, p: &Packet, t: u64, slot: u32) -> Outcome {
-    let Some(g) = GLOBAL_BUCKETS.get_ptr_mut(index * MAX_INTERFACES + slot) else {
+fn global(limit: u32, conf: &LimitConf, flags: u32, p: &Packet, t: u64, slot: u32) -> Outcome {
+    let Some(g) = GLOBAL_BUCKETS.get_ptr_mut(limit * MAX_INTERFACES + slot) else {
         return Outcome::Pass;
     };
     // SAFETY: per-CPU value: only this CPU touches it while this program runs.
@@ -358,7 +358,11 @@ extern "C" fn limit_step(index: u64, walk: *mut c_void) -> i64 {
     let (outcome, estimate) = if conf.per == PER_SOURCE {
         per_source(conf, &w.packet, w.t)
     } else {
-        (global(i, conf, w.flags, &w.packet, w.t, w.slot), 0)
+        // Keyed by the limit's counter slot, which follows its name across applies (the
+        // controller resets it when the limit is new or its rate changes): a limit's TAT
+        // stays its own when limits are reordered, added or removed.
+        let limit = conf.counter & (MAX_LIMITS - 1);
+        (global(limit, conf, w.flags, &w.packet, w.t, w.slot), 0)
     };
     if outcome != Outcome::Drop {
         return 0;

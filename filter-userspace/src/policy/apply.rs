@@ -6,10 +6,12 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{bail, Result};
-use filter_common::limits::{LimitConf, MAX_LIMITS, PER_GLOBAL};
+use filter_common::limits::{GlobalBucket, LimitConf, MAX_LIMITS, PER_GLOBAL};
 use filter_common::rules::MAX_RULES;
 use filter_common::trie::Family;
-use filter_common::{ListKind, PolicyConfig, POLICY_BANS, POLICY_KNOWN, POLICY_PROTECTED};
+use filter_common::{
+    ListKind, PolicyConfig, MAX_INTERFACES, POLICY_BANS, POLICY_KNOWN, POLICY_PROTECTED,
+};
 use serde::Serialize;
 
 use super::rules::RuleTables;
@@ -398,10 +400,14 @@ fn apply_loaded(
         .filter(|(n, _)| !old.policy.limit_slots.contains_key(*n))
         .map(|(_, &s)| s)
         .collect();
+    let reset_slots = changed_global_slots(&old.policy, &next);
     let plan = plan(old, edits, Some(next), session.pool_nodes())?;
     report.generation = plan.snapshot.generation;
     // Slots given to new names start at zero; the old generation does not count into them.
     session.reset_counters(&new_rule_slots, &new_limit_slots)?;
+    // Global buckets are keyed by counter slot: a limit that is new or whose rate changed
+    // starts with full buckets, not with what another limit or its old rate left.
+    reset_global_buckets(pins, &reset_slots)?;
     session.commit(plan)?;
     if let Some(want) = &policy.interfaces {
         if !report.attach.is_empty() {
@@ -434,6 +440,54 @@ fn apply_loaded(
         }
     }
     Ok(report)
+}
+
+/// Counter slots of the global limits of `next` that are new (by name and slot) or whose
+/// costs differ from the limit of the same name in `old`.
+fn changed_global_slots(old: &AppliedPolicy, next: &AppliedPolicy) -> Vec<u32> {
+    let costs = |c: &LimitConf| {
+        (
+            c.per,
+            c.pkt_cost,
+            c.pkt_tolerance,
+            c.byte_cost,
+            c.byte_tolerance,
+        )
+    };
+    next.policy
+        .limits
+        .iter()
+        .filter(|l| l.per == PER_GLOBAL)
+        .filter_map(|l| {
+            let slot = next.limit_slots.get(&l.name).copied()?;
+            let new = limits::conf(l, slot, next.cpus);
+            let kept = old
+                .policy
+                .limits
+                .iter()
+                .find(|o| o.name == l.name && old.limit_slots.get(&o.name) == Some(&slot))
+                .is_some_and(|o| costs(&limits::conf(o, slot, old.cpus)) == costs(&new));
+            (!kept).then_some(slot)
+        })
+        .collect()
+}
+
+/// Empty the global buckets of these limit counter slots, on every CPU and interface.
+fn reset_global_buckets(pins: &PinDir, slots: &[u32]) -> Result<()> {
+    if slots.is_empty() {
+        return Ok(());
+    }
+    let mut buckets: aya::maps::PerCpuArray<_, GlobalBucket> = aya::maps::PerCpuArray::try_from(
+        aya::maps::Map::PerCpuArray(pins.open_map(filter_common::maps::GLOBAL_BUCKETS)?),
+    )?;
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+    for &slot in slots {
+        for iface in 0..MAX_INTERFACES {
+            let zeros = aya::maps::PerCpuValues::try_from(vec![GlobalBucket::default(); cpus])?;
+            buckets.set(slot * MAX_INTERFACES + iface, zeros, 0)?;
+        }
+    }
+    Ok(())
 }
 
 /// Change the malformed-packet policy alone, as one generation.
