@@ -21,7 +21,7 @@
 //! | `LIMITS` | array, mmapable | (set, limit) -> [`LimitConf`](crate::limits::LimitConf) | the limits |
 //! | `LIMIT_COUNTERS` | per-CPU array | counter slot -> `Counter` | packets and bytes each limit refused (or would have) |
 //! | `SOURCE_BUCKETS` | LRU hash | [`SourceKey`](crate::limits::SourceKey) -> [`Bucket`](crate::limits::Bucket) | per-source buckets, shared by all CPUs |
-//! | `GLOBAL_BUCKETS` | per-CPU array | limit * MAX_INTERFACES + slot -> [`GlobalBucket`](crate::limits::GlobalBucket) | global buckets, the rate split over CPUs |
+//! | `GLOBAL_BUCKETS` | per-CPU array | limit counter slot * MAX_INTERFACES + interface slot -> [`GlobalBucket`](crate::limits::GlobalBucket) | global buckets, the rate split over CPUs |
 //! | `SKETCH` | per-CPU array | slot -> u32 | count-min sketch deciding which sources get a bucket |
 //! | `BANS` | LRU hash | [`BanKey`](crate::limits::BanKey) -> [`Ban`](crate::limits::Ban) | banned sources and when each ban lapses |
 //! | `KNOWN` | LRU hash | [`KnownKey`](crate::limits::KnownKey) -> u64 | sources seen in peacetime |
@@ -105,7 +105,7 @@ pub const STATE_LAYOUT: u32 = 1;
 /// The layout of every map and the meaning of its values, as this build reads and writes
 /// them. Bump it whenever either changes: a controller refuses pins of another layout instead
 /// of writing words the pinned program would misread.
-pub const LAYOUT_VERSION: u64 = 3;
+pub const LAYOUT_VERSION: u64 = 4;
 
 /// The generation word in `STATE`.
 pub mod state {

@@ -345,3 +345,246 @@ fn protected_prefixes_are_never_limited_or_banned() {
     f.h.run(&frame, 200).unwrap();
     assert_eq!(f.kernel(&frame), Reason::Passed);
 }
+
+/// Keep this test's thread on CPU 0: global limits run one bucket per CPU.
+fn on_cpu0() {
+    // SAFETY: a zeroed cpu_set_t with one bit set, for the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+            0
+        );
+    }
+}
+
+/// Frames of `frame` that pass when sent one by one `n` times on CPU 0, and the seconds that
+/// took.
+fn passes(f: &Fixture, frame: &[u8], n: usize) -> (usize, f64) {
+    on_cpu0();
+    let start = std::time::Instant::now();
+    let passed = (0..n).filter(|_| f.kernel(frame) == Reason::Passed).count();
+    (passed, start.elapsed().as_secs_f64())
+}
+
+/// Packets one CPU's bucket of a global limit of `pps` and `burst` lets through in `secs`
+/// when a source may run it `depths` bucket depths ahead (and a packet of slack).
+fn per_cpu_allowance(pps: u64, burst: u64, depths: u64, secs: f64) -> usize {
+    let cpus = aya::util::online_cpus().expect("online CPUs").len() as u64;
+    let burst = (burst / cpus).max(1);
+    (depths * burst) as usize + (pps as f64 / cpus as f64 * secs).ceil() as usize + 1
+}
+
+#[test]
+fn a_known_source_that_floods_gets_only_the_threshold_and_a_bounded_burst() {
+    // The source is known once its first packet passed in peacetime; it may then run the
+    // bucket one more depth ahead, no further.
+    let f = Fixture::new(
+        "[[limit]]\nname = \"g\"\nclass = \"udp\"\nper = \"global\"\npps = 10\nburst = 100\nknown_sources_first = true\n",
+    );
+    let (passed, secs) = passes(&f, &udp4(1, 2, 10), 400);
+    let bound = per_cpu_allowance(10, 100, 2, secs);
+    assert!(
+        passed <= bound,
+        "{passed} of 400 passed in {secs:.2} s; at most {bound}"
+    );
+}
+
+#[test]
+fn a_global_limit_without_known_sources_first_refuses_known_sources_too() {
+    // Another global limit lets known sources first, so the known table is in use, and the
+    // source is known (its first packet passed in peacetime); "g" itself does not.
+    let f = Fixture::new(
+        "[[limit]]\nname = \"first\"\nclass = \"tcp\"\nper = \"global\"\npps = 1000\nknown_sources_first = true\n\n[[limit]]\nname = \"g\"\nclass = \"udp\"\nper = \"global\"\npps = 10\nburst = 100\nknown_sources_first = false\n",
+    );
+    on_cpu0();
+    assert_eq!(f.kernel(&tcp4(80, SYN)), Reason::Passed);
+    let (passed, secs) = passes(&f, &udp4(1, 2, 10), 400);
+    // One bucket depth and the refill, not a second depth.
+    let bound = per_cpu_allowance(10, 100, 1, secs);
+    assert!(
+        passed <= bound,
+        "{passed} of 400 passed in {secs:.2} s; at most {bound}"
+    );
+}
+
+/// The program's events (aya-log records), as text.
+#[derive(Clone, Default)]
+struct Events(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl log::Log for Events {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record) {
+        self.0.lock().unwrap().push(record.args().to_string());
+    }
+    fn flush(&self) {}
+}
+
+#[test]
+fn a_ban_event_carries_the_packets_the_source_sent() {
+    let f = Fixture::new(
+        "[[limit]]\nname = \"udp\"\nclass = \"udp\"\nper = \"source\"\npps = 1\nburst = 2\nban_seconds = 60\n",
+    );
+    let id = floodgate::state::attach::program_status(f.h.pins())
+        .unwrap()
+        .unwrap()
+        .program_id;
+    let events = Events::default();
+    let mut logger = aya_log::EbpfLogger::init_from_id_with_logger(id, events.clone()).unwrap();
+    on_cpu0();
+    // Tracked from the first packet; the burst passes 2, the third is refused and banned.
+    f.h.run(&udp4(1, 2, 10), 3).unwrap();
+    logger.flush();
+    let got = events.0.lock().unwrap().clone();
+    let ban = got
+        .iter()
+        .find(|e| e.starts_with("ban 192.0.2.1/32"))
+        .unwrap_or_else(|| panic!("no ban event in {got:?}"));
+    let counted: u32 = ban
+        .split("sketch counted ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {ban:?}"));
+    // All three in the current epoch, unless one began between them.
+    assert!((1..=3).contains(&counted), "{ban}");
+}
+
+impl Fixture {
+    /// Apply another policy file to the same program.
+    fn reapply(&self, policy: &str) -> anyhow::Result<()> {
+        let file = TempFile::new("policy-", policy.as_bytes()).unwrap();
+        floodgate::policy::apply::apply(self.h.pins(), &file.path, false, true).map(|_| ())
+    }
+
+    /// The live bans' sources.
+    fn bans(&self) -> Vec<String> {
+        floodgate::state::bans::list(self.h.pins(), |_| None)
+            .unwrap()
+            .into_iter()
+            .map(|b| b.source)
+            .collect()
+    }
+}
+
+fn prefixes(texts: &[&str]) -> Vec<floodgate::lists::entries::Prefix> {
+    let texts: Vec<String> = texts.iter().map(|t| t.to_string()).collect();
+    floodgate::lists::entries::parse_args(&texts).unwrap()
+}
+
+const BAN_LIMIT: &str = "[[limit]]\nname = \"udp\"\nclass = \"udp\"\nper = \"source\"\npps = 1\nburst = 2\nban_seconds = 60\n";
+
+#[test]
+fn applying_protected_prefixes_lifts_the_bans_inside_them() {
+    let f = Fixture::new(BAN_LIMIT);
+    floodgate::state::bans::add(f.h.pins(), &prefixes(&["192.0.2.1", "198.51.100.1"]), 60).unwrap();
+    f.reapply(&format!(
+        "[lists]\nprotected = [\"192.0.2.0/24\"]\n\n{BAN_LIMIT}"
+    ))
+    .unwrap();
+    assert_eq!(f.bans(), ["198.51.100.1/32"]);
+}
+
+/// `floodgate bans ARGS` on the fixture's program.
+fn bans_cmd(f: &Fixture, args: &[&str]) -> anyhow::Result<()> {
+    use clap::Parser;
+    let root = f.h.pins().root().to_str().unwrap().to_string();
+    let argv = ["floodgate", "--pin-dir", &root, "bans"]
+        .into_iter()
+        .chain(args.iter().copied());
+    floodgate::commands::run(floodgate::cli::Cli::try_parse_from(argv)?)
+}
+
+fn ban_by_hand(f: &Fixture, sources: &[&str]) {
+    let args: Vec<&str> = ["add", "--seconds", "60", "--force"]
+        .into_iter()
+        .chain(sources.iter().copied())
+        .collect();
+    bans_cmd(f, &args).unwrap();
+}
+
+/// Two limits that ban at /16 and /20.
+const BANS_AT_16_AND_20: &str = "[[limit]]\nname = \"a\"\nclass = \"udp\"\nper = \"source\"\npps = 1\nprefix_v4 = 16\nban_seconds = 60\n\n[[limit]]\nname = \"b\"\nclass = \"tcp\"\nper = \"source\"\npps = 1\nprefix_v4 = 20\nban_seconds = 60\n";
+
+#[test]
+fn lifted_bans_free_their_prefix_lengths() {
+    let f = Fixture::new("");
+    ban_by_hand(&f, &["10.0.0.0/24", "10.0.0.0/25", "10.0.0.0/26"]);
+    bans_cmd(&f, &["flush"]).unwrap();
+    f.reapply(BANS_AT_16_AND_20).unwrap();
+}
+
+#[test]
+fn too_many_ban_lengths_because_of_live_bans_names_the_bans() {
+    let f = Fixture::new("");
+    ban_by_hand(&f, &["10.0.0.0/24", "10.0.0.0/25", "10.0.0.0/26"]);
+    let err = format!("{:#}", f.reapply(BANS_AT_16_AND_20).unwrap_err());
+    assert!(
+        err.contains("bans at /24, /25, /26") && err.contains("bans del"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_removed_limits_live_bans_are_still_enforced() {
+    let f = Fixture::new(&BAN_LIMIT.replace("ban_seconds", "prefix_v4 = 24\nban_seconds"));
+    f.h.run(&udp4(1, 2, 10), 200).unwrap();
+    assert_eq!(f.kernel(&tcp4(80, SYN)), Reason::DroppedBanned);
+    f.reapply("").unwrap();
+    assert_eq!(f.bans(), ["192.0.2.0/24"]);
+    assert_eq!(f.kernel(&tcp4(80, SYN)), Reason::DroppedBanned);
+}
+
+#[test]
+fn a_limit_that_bans_at_prefix_length_0_is_refused() {
+    let f = Fixture::new("");
+    let err = f
+        .reapply(&BAN_LIMIT.replace("ban_seconds", "prefix_v4 = 0\nban_seconds"))
+        .unwrap_err();
+    assert_eq!(floodgate::error::exit_code(&err), 2, "{err:#}");
+    assert!(format!("{err:#}").contains("prefix_v4 = 0"), "{err:#}");
+}
+
+#[test]
+fn a_ban_of_every_source_is_refused() {
+    let f = Fixture::new("");
+    for all in ["0.0.0.0/0", "::/0"] {
+        let err = bans_cmd(&f, &["add", "--seconds", "60", "--force", all]).unwrap_err();
+        assert_eq!(floodgate::error::exit_code(&err), 2, "{err:#}");
+        assert!(format!("{err:#}").contains("every source"), "{err:#}");
+    }
+    assert!(f.bans().is_empty());
+}
+
+/// A global limit of 800 bit/s on a class: one packet of 528 bytes spends a CPU's bucket for
+/// seconds.
+fn slow_global(name: &str, class: &str) -> String {
+    format!("[[limit]]\nname = \"{name}\"\nclass = \"{class}\"\nper = \"global\"\nbps = 800\nknown_sources_first = false\n\n")
+}
+
+#[test]
+fn a_global_limit_keeps_its_bucket_when_limits_are_reordered() {
+    let (a, b) = (slow_global("a", "udp"), slow_global("b", "tcp"));
+    let f = Fixture::new(&format!("{a}{b}"));
+    on_cpu0();
+    let big = udp4(1, 2, 500);
+    f.h.run(&big, 5).unwrap();
+    assert_eq!(f.kernel(&big), Reason::DroppedRateLimit);
+    f.reapply(&format!("{b}{a}")).unwrap();
+    assert_eq!(f.kernel(&big), Reason::DroppedRateLimit);
+}
+
+#[test]
+fn a_new_global_limit_starts_with_a_full_bucket() {
+    let f = Fixture::new(&slow_global("a", "udp"));
+    on_cpu0();
+    let big = udp4(1, 2, 500);
+    f.h.run(&big, 5).unwrap();
+    assert_eq!(f.kernel(&big), Reason::DroppedRateLimit);
+    // "c" takes the counter slot "a" left.
+    f.reapply(&slow_global("c", "udp")).unwrap();
+    assert_eq!(f.kernel(&big), Reason::Passed);
+}

@@ -14,9 +14,9 @@ use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use aya_ebpf::helpers::bpf_loop;
 use aya_log_ebpf::info;
 use filter_common::limits::{
-    classes_of, gcra, masked, prefix_for, sketch_slot, Ban, BanKey, Bucket, KnownKey, LimitConf,
-    SourceKey, BYTE_TICKS_PER_NS, CALM_AFTER_NS, MAX_LIMITS, PER_SOURCE, SKETCH_EPOCH_SHIFT,
-    SKETCH_ROWS,
+    classes_of, gcra, known_tolerance, masked, prefix_for, sketch_slot, Ban, BanKey, Bucket,
+    KnownKey, LimitConf, SourceKey, BYTE_TICKS_PER_NS, CALM_AFTER_NS, LIMIT_KNOWN_FIRST,
+    MAX_LIMITS, PER_SOURCE, SKETCH_EPOCH_SHIFT, SKETCH_ROWS,
 };
 use filter_common::packet::Packet;
 use filter_common::rules::MODE_MONITOR;
@@ -162,7 +162,7 @@ fn place_ban(conf: &LimitConf, p: &Packet, prefix: u32, t: u64, estimate: u32) {
         match p.family {
             Family::V4 => info!(
                 &(),
-                "ban {:i}/{} by limit {} for {} s, {} packets in its last second on this CPU",
+                "ban {:i}/{} by limit {} for {} s: sketch counted {} of its packets on this CPU in the current 1.07 s epoch",
                 (hi >> 32) as u32,
                 prefix,
                 conf.id,
@@ -175,7 +175,7 @@ fn place_ban(conf: &LimitConf, p: &Packet, prefix: u32, t: u64, estimate: u32) {
                 a[8..].copy_from_slice(&lo.to_be_bytes());
                 info!(
                     &(),
-                    "ban {:i}/{} by limit {} for {} s, {} packets in its last second on this CPU",
+                    "ban {:i}/{} by limit {} for {} s: sketch counted {} of its packets on this CPU in the current 1.07 s epoch",
                     a,
                     prefix,
                     conf.id,
@@ -187,7 +187,9 @@ fn place_ban(conf: &LimitConf, p: &Packet, prefix: u32, t: u64, estimate: u32) {
     }
 }
 
-/// A per-source limit; on `Drop`, also the source's sketch estimate (for the ban event).
+/// A per-source limit; on `Drop`, also the source's sketch estimate (for the ban event): its
+/// packets counted on this CPU in the current sketch epoch (2^30 ns), an upper bound
+/// (count-min) that starts again at each epoch. Kept up only for limits that ban.
 #[inline(always)]
 fn per_source(conf: &LimitConf, p: &Packet, t: u64) -> (Outcome, u32) {
     let prefix = prefix_for(conf, p.family);
@@ -200,7 +202,15 @@ fn per_source(conf: &LimitConf, p: &Packet, t: u64) -> (Outcome, u32) {
     };
     let mut estimate = 0;
     let bucket = match SOURCE_BUCKETS.get_ptr_mut(&key) {
-        Some(b) => b,
+        Some(b) => {
+            // A limit that bans keeps counting its tracked sources, so that the ban event
+            // carries the source's measured packets (two per-CPU slots per packet, only for
+            // limits with bans).
+            if conf.ban_ns != 0 {
+                estimate = sketch_bump(hi, lo ^ u64::from(conf.id), t);
+            }
+            b
+        }
         None => {
             estimate = sketch_bump(hi, lo ^ u64::from(conf.id), t);
             if estimate < conf.track_after {
@@ -244,10 +254,10 @@ fn known_key(p: &Packet) -> KnownKey {
     }
 }
 
-/// A global limit (this CPU's share of it, for this interface).
+/// A global limit (this CPU's share of it, for this interface); `limit` is its counter slot.
 #[inline(always)]
-fn global(index: u32, conf: &LimitConf, flags: u32, p: &Packet, t: u64, slot: u32) -> Outcome {
-    let Some(g) = GLOBAL_BUCKETS.get_ptr_mut(index * MAX_INTERFACES + slot) else {
+fn global(limit: u32, conf: &LimitConf, flags: u32, p: &Packet, t: u64, slot: u32) -> Outcome {
+    let Some(g) = GLOBAL_BUCKETS.get_ptr_mut(limit * MAX_INTERFACES + slot) else {
         return Outcome::Pass;
     };
     // SAFETY: per-CPU value: only this CPU touches it while this program runs.
@@ -264,10 +274,12 @@ fn global(index: u32, conf: &LimitConf, flags: u32, p: &Packet, t: u64, slot: u3
     } else {
         gcra(g.byte_tat, tb, bytes, conf.byte_tolerance)
     };
+    // This limit lets known sources first (the policy-wide flag says the table is in use).
+    let known_first = flags & POLICY_KNOWN != 0 && conf.flags & LIMIT_KNOWN_FIRST != 0;
     if let (Some(pt), Some(bt)) = (pkt, byte) {
         g.pkt_tat = pt;
         g.byte_tat = bt;
-        if flags & POLICY_KNOWN != 0 && t.saturating_sub(g.last_exceeded) > CALM_AFTER_NS {
+        if known_first && t.saturating_sub(g.last_exceeded) > CALM_AFTER_NS {
             // Peacetime: remember who talks to us.
             let key = known_key(p);
             // SAFETY: plain data.
@@ -278,17 +290,37 @@ fn global(index: u32, conf: &LimitConf, flags: u32, p: &Packet, t: u64, slot: u3
         return Outcome::Pass;
     }
     g.last_exceeded = t;
-    if flags & POLICY_KNOWN != 0 {
+    if known_first {
         // SAFETY: plain data.
         if unsafe { KNOWN.get(&known_key(p)) }.is_some() {
-            // Known sources pass first and use up the threshold; the rest shares what is left.
-            if conf.pkt_cost != 0 {
-                g.pkt_tat = (if g.pkt_tat > t { g.pkt_tat } else { t }) + conf.pkt_cost;
+            // Known sources pass first: they may run the TAT up to one more bucket depth
+            // ahead, where newcomers are refused, and no further, so the threshold holds over
+            // time (known traffic can take all of it, the rest shares what is left).
+            let pkt = if conf.pkt_cost == 0 {
+                Some(g.pkt_tat)
+            } else {
+                gcra(
+                    g.pkt_tat,
+                    t,
+                    conf.pkt_cost,
+                    known_tolerance(conf.pkt_cost, conf.pkt_tolerance),
+                )
+            };
+            let byte = if conf.byte_cost == 0 {
+                Some(g.byte_tat)
+            } else {
+                gcra(
+                    g.byte_tat,
+                    tb,
+                    bytes,
+                    known_tolerance(bytes, conf.byte_tolerance),
+                )
+            };
+            if let (Some(pt), Some(bt)) = (pkt, byte) {
+                g.pkt_tat = pt;
+                g.byte_tat = bt;
+                return Outcome::Pass;
             }
-            if conf.byte_cost != 0 {
-                g.byte_tat = (if g.byte_tat > tb { g.byte_tat } else { tb }) + bytes;
-            }
-            return Outcome::Pass;
         }
     }
     Outcome::Drop
@@ -326,7 +358,11 @@ extern "C" fn limit_step(index: u64, walk: *mut c_void) -> i64 {
     let (outcome, estimate) = if conf.per == PER_SOURCE {
         per_source(conf, &w.packet, w.t)
     } else {
-        (global(i, conf, w.flags, &w.packet, w.t, w.slot), 0)
+        // Keyed by the limit's counter slot, which follows its name across applies (the
+        // controller resets it when the limit is new or its rate changes): a limit's TAT
+        // stays its own when limits are reordered, added or removed.
+        let limit = conf.counter & (MAX_LIMITS - 1);
+        (global(limit, conf, w.flags, &w.packet, w.t, w.slot), 0)
     };
     if outcome != Outcome::Drop {
         return 0;

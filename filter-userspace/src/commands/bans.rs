@@ -64,7 +64,7 @@ pub fn run(pins: &PinDir, action: BansAction) -> Result<()> {
         }
         BansAction::Del { entries: texts } => {
             let sources = entries::parse_args(&texts)?;
-            let _session = Session::open(pins)?;
+            let session = Session::open_for_change(pins)?;
             let missing = bans::remove(pins, &sources)?;
             if !missing.is_empty() {
                 let list: Vec<String> = missing.iter().map(ToString::to_string).collect();
@@ -73,11 +73,14 @@ pub fn run(pins: &PinDir, action: BansAction) -> Result<()> {
                     list.join(", ")
                 )));
             }
+            // Lengths no live ban uses any more are no longer looked up.
+            apply::sync_ban_prefixes(session)?;
             outln!("lifted {} ban(s)", sources.len())?;
         }
         BansAction::Flush => {
-            let _session = Session::open(pins)?;
+            let session = Session::open_for_change(pins)?;
             let n = bans::flush(pins)?;
+            apply::sync_ban_prefixes(session)?;
             outln!("lifted {n} ban(s)")?;
         }
     }

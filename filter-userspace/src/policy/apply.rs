@@ -6,10 +6,12 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{bail, Result};
-use filter_common::limits::{LimitConf, MAX_LIMITS, PER_GLOBAL};
+use filter_common::limits::{GlobalBucket, LimitConf, MAX_LIMITS, PER_GLOBAL};
 use filter_common::rules::MAX_RULES;
 use filter_common::trie::Family;
-use filter_common::{ListKind, PolicyConfig, POLICY_BANS, POLICY_KNOWN, POLICY_PROTECTED};
+use filter_common::{
+    ListKind, PolicyConfig, MAX_INTERFACES, POLICY_BANS, POLICY_KNOWN, POLICY_PROTECTED,
+};
 use serde::Serialize;
 
 use super::rules::RuleTables;
@@ -40,9 +42,10 @@ fn rule_specs(a: &AppliedPolicy) -> Vec<(filter_common::model::RuleSpec, u32)> {
         .collect()
 }
 
-/// Ban prefix lengths of a family: the limits' that ban, then those of bans placed by hand.
+/// Ban prefix lengths of a family the program looks up: those of the limits that ban, and
+/// those of the live bans (placed by hand, or by limits since removed, until they lapse).
 fn ban_prefixes(a: &AppliedPolicy, family: Family) -> Result<[u8; 4]> {
-    let mut lens: Vec<u8> = a
+    let mut by_limits: Vec<u8> = a
         .policy
         .limits
         .iter()
@@ -51,15 +54,39 @@ fn ban_prefixes(a: &AppliedPolicy, family: Family) -> Result<[u8; 4]> {
             Family::V4 => l.prefix_v4,
             Family::V6 => l.prefix_v6,
         })
-        .chain(a.manual_ban_prefixes[family as usize].iter().copied())
         .collect();
+    by_limits.sort_unstable();
+    by_limits.dedup();
+    let mut lens = by_limits.clone();
+    lens.extend(a.manual_ban_prefixes[family as usize].iter().copied());
     lens.sort_unstable();
     lens.dedup();
     if lens.len() > 4 {
+        let shown = |l: &[u8]| {
+            l.iter()
+                .map(|x| format!("/{x}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let by_bans: Vec<u8> = lens
+            .iter()
+            .copied()
+            .filter(|l| !by_limits.contains(l))
+            .collect();
+        if by_limits.len() > 4 {
+            bail!(
+                "limits ban at {} distinct {} prefix lengths ({}); at most 4: give the limits that ban the same prefix_v4/prefix_v6",
+                by_limits.len(),
+                family.name(),
+                shown(&by_limits)
+            );
+        }
         bail!(
-            "bans of {} distinct {} prefix lengths ({lens:?}); at most 4: give the limits that ban the same prefix_v4/prefix_v6",
+            "bans would be looked up at {} distinct {} prefix lengths ({}); at most 4: bans at {} (placed by hand, or by limits no longer in the policy) keep those lengths in use: lift them with `floodgate bans del` or `floodgate bans flush`, or wait for them to lapse",
             lens.len(),
-            family.name()
+            family.name(),
+            shown(&lens),
+            shown(&by_bans)
         );
     }
     let mut out = [0u8; 4];
@@ -224,6 +251,7 @@ fn prepare(
     path: &Path,
     force: bool,
 ) -> Result<(ListEdits, Report, AppliedPolicy)> {
+    limits::check_bans(&policy.limits)?;
     let mut edits = Vec::new();
     let mut report = Report::default();
     for (kind, entries) in [
@@ -352,10 +380,14 @@ fn apply_loaded(
         .into_iter()
         .map(|a| a.name)
         .collect();
-    let (edits, mut report, next) = prepare(&old, attached, policy, path, force)?;
+    let (edits, mut report, mut next) = prepare(&old, attached, policy, path, force)?;
     if dry_run {
         return Ok(report);
     }
+    // The program ignores bans of protected sources: lift them, so that `bans list` does not
+    // show them and their lengths are not looked up.
+    crate::state::bans::lift_covered(pins, &policy.lists.protected)?;
+    next.manual_ban_prefixes = crate::state::bans::live_prefix_lengths(pins)?;
     let new_rule_slots: Vec<u32> = next
         .rule_slots
         .iter()
@@ -368,10 +400,14 @@ fn apply_loaded(
         .filter(|(n, _)| !old.policy.limit_slots.contains_key(*n))
         .map(|(_, &s)| s)
         .collect();
+    let reset_slots = changed_global_slots(&old.policy, &next);
     let plan = plan(old, edits, Some(next), session.pool_nodes())?;
     report.generation = plan.snapshot.generation;
     // Slots given to new names start at zero; the old generation does not count into them.
     session.reset_counters(&new_rule_slots, &new_limit_slots)?;
+    // Global buckets are keyed by counter slot: a limit that is new or whose rate changed
+    // starts with full buckets, not with what another limit or its old rate left.
+    reset_global_buckets(pins, &reset_slots)?;
     session.commit(plan)?;
     if let Some(want) = &policy.interfaces {
         if !report.attach.is_empty() {
@@ -406,6 +442,54 @@ fn apply_loaded(
     Ok(report)
 }
 
+/// Counter slots of the global limits of `next` that are new (by name and slot) or whose
+/// costs differ from the limit of the same name in `old`.
+fn changed_global_slots(old: &AppliedPolicy, next: &AppliedPolicy) -> Vec<u32> {
+    let costs = |c: &LimitConf| {
+        (
+            c.per,
+            c.pkt_cost,
+            c.pkt_tolerance,
+            c.byte_cost,
+            c.byte_tolerance,
+        )
+    };
+    next.policy
+        .limits
+        .iter()
+        .filter(|l| l.per == PER_GLOBAL)
+        .filter_map(|l| {
+            let slot = next.limit_slots.get(&l.name).copied()?;
+            let new = limits::conf(l, slot, next.cpus);
+            let kept = old
+                .policy
+                .limits
+                .iter()
+                .find(|o| o.name == l.name && old.limit_slots.get(&o.name) == Some(&slot))
+                .is_some_and(|o| costs(&limits::conf(o, slot, old.cpus)) == costs(&new));
+            (!kept).then_some(slot)
+        })
+        .collect()
+}
+
+/// Empty the global buckets of these limit counter slots, on every CPU and interface.
+fn reset_global_buckets(pins: &PinDir, slots: &[u32]) -> Result<()> {
+    if slots.is_empty() {
+        return Ok(());
+    }
+    let mut buckets: aya::maps::PerCpuArray<_, GlobalBucket> = aya::maps::PerCpuArray::try_from(
+        aya::maps::Map::PerCpuArray(pins.open_map(filter_common::maps::GLOBAL_BUCKETS)?),
+    )?;
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+    for &slot in slots {
+        for iface in 0..MAX_INTERFACES {
+            let zeros = aya::maps::PerCpuValues::try_from(vec![GlobalBucket::default(); cpus])?;
+            buckets.set(slot * MAX_INTERFACES + iface, zeros, 0)?;
+        }
+    }
+    Ok(())
+}
+
 /// Change the malformed-packet policy alone, as one generation.
 pub fn set_malformed(pins: &PinDir, pass: bool) -> Result<u64> {
     let session = Session::open_for_change(pins)?;
@@ -421,12 +505,14 @@ pub fn set_malformed(pins: &PinDir, pass: bool) -> Result<u64> {
     Ok(generation)
 }
 
-/// Make sure bans of these prefix lengths are looked up, as one generation if that changes
-/// anything.
-pub fn ensure_ban_prefixes(session: Session, lens: &[(Family, u8)]) -> Result<()> {
+/// Look bans up at the lengths of the policy's ban limits, those of the live bans and
+/// `adding` (bans about to be placed), as one generation if that changes anything. Refused,
+/// with nothing changed, when that makes more than four lengths in a family.
+pub fn ensure_ban_prefixes(session: Session, adding: &[(Family, u8)]) -> Result<()> {
     let old = session.current()?;
     let mut next = old.policy.clone();
-    for &(family, len) in lens {
+    next.manual_ban_prefixes = crate::state::bans::live_prefix_lengths(&session.pins)?;
+    for &(family, len) in adding {
         let l = &mut next.manual_ban_prefixes[family as usize];
         if !l.contains(&len) {
             l.push(len);
@@ -440,4 +526,9 @@ pub fn ensure_ban_prefixes(session: Session, lens: &[(Family, u8)]) -> Result<()
     tables(&next)?;
     let plan = plan(old, Vec::new(), Some(next), session.pool_nodes())?;
     session.commit(plan)
+}
+
+/// Look bans up only at the lengths still in use (after bans were lifted).
+pub fn sync_ban_prefixes(session: Session) -> Result<()> {
+    ensure_ban_prefixes(session, &[])
 }

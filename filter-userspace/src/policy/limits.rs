@@ -1,6 +1,6 @@
 //! Limits as the program reads them: GCRA costs and tolerances from pps, bps and burst.
 
-use filter_common::limits::{LimitConf, BYTE_TICKS_PER_NS, PER_GLOBAL};
+use filter_common::limits::{LimitConf, BYTE_TICKS_PER_NS, LIMIT_KNOWN_FIRST, PER_GLOBAL};
 use filter_common::model::LimitSpec;
 
 use super::Limit;
@@ -32,6 +32,22 @@ fn allowed_pps(l: &Limit) -> u64 {
     }
 }
 
+/// Refuse limits that ban with a prefix length of 0: one such ban would cover every source
+/// of the family, and the program cannot look a /0 ban up (a usage error, exit 2).
+pub fn check_bans(limits: &[Limit]) -> anyhow::Result<()> {
+    for l in limits.iter().filter(|l| l.ban_seconds.is_some()) {
+        for (key, len) in [("prefix_v4", l.prefix_v4), ("prefix_v6", l.prefix_v6)] {
+            if len == 0 {
+                return Err(crate::error::usage(format!(
+                    "limit '{}' bans with {key} = 0: one ban would cover every source; a limit with ban_seconds needs a {key} of at least 1",
+                    l.name
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The program's view of `l`. Global limits run one bucket per CPU, each with `1/cpus` of the
 /// rate and of the burst.
 pub fn conf(l: &Limit, counter: u32, cpus: u32) -> LimitConf {
@@ -44,13 +60,15 @@ pub fn conf(l: &Limit, counter: u32, cpus: u32) -> LimitConf {
     let (pkt_cost, pkt_tolerance) = match l.pps {
         Some(pps) => {
             let cost = (1_000_000_000 * share).div_ceil(pps);
-            (cost, ((burst - 1) * cost).max(COARSE_TICK_NS))
+            (cost, (burst - 1).saturating_mul(cost).max(COARSE_TICK_NS))
         }
         None => (0, 0),
     };
     // The byte bucket holds as long a burst as the packet bucket (100 ms without a pps).
+    // Saturating: a burst of 10^9 at 1 pps is a window of 31 years, past what 1/64 ns ticks
+    // hold; such a bucket never refuses, as its packet bucket would not either.
     let window_ns = match l.pps {
-        Some(pps) => (l.burst * 1_000_000_000 / pps).max(COARSE_TICK_NS),
+        Some(pps) => (l.burst.saturating_mul(1_000_000_000) / pps).max(COARSE_TICK_NS),
         None => 100_000_000,
     };
     let (byte_cost, byte_tolerance) = match l.bps {
@@ -58,7 +76,7 @@ pub fn conf(l: &Limit, counter: u32, cpus: u32) -> LimitConf {
             let cost = (8 * 1_000_000_000 * BYTE_TICKS_PER_NS * share)
                 .div_ceil(bps)
                 .max(1);
-            (cost, window_ns * BYTE_TICKS_PER_NS)
+            (cost, window_ns.saturating_mul(BYTE_TICKS_PER_NS))
         }
         None => (0, 0),
     };
@@ -70,7 +88,12 @@ pub fn conf(l: &Limit, counter: u32, cpus: u32) -> LimitConf {
         mode: l.mode.bits() as u8,
         prefix_v4: l.prefix_v4,
         prefix_v6: l.prefix_v6,
-        reserved: [0; 3],
+        flags: if l.per == PER_GLOBAL && l.known_sources_first {
+            LIMIT_KNOWN_FIRST
+        } else {
+            0
+        },
+        reserved: [0; 2],
         pkt_cost,
         pkt_tolerance,
         byte_cost,
@@ -215,6 +238,14 @@ mod tests {
                 bound
             );
         }
+    }
+
+    #[test]
+    fn a_byte_window_too_long_for_its_ticks_saturates_instead_of_wrapping() {
+        // pps 1 with a burst of 10^9: a window of 10^18 ns, 6.4 * 10^19 byte ticks.
+        let c = conf(&limit(Some(1), Some(1_000_000_000), 1_000_000_000), 0, 1);
+        assert_eq!(c.byte_tolerance, u64::MAX);
+        assert_eq!(c.pkt_tolerance, 999_999_999 * 1_000_000_000);
     }
 
     #[test]

@@ -123,3 +123,51 @@ pub fn flush(pins: &PinDir) -> Result<usize> {
     }
     Ok(keys.len())
 }
+
+/// Lift the bans that lie wholly inside one of `protected` (the program ignores them);
+/// returns how many.
+pub fn lift_covered(pins: &PinDir, protected: &[Prefix]) -> Result<usize> {
+    if protected.is_empty() {
+        return Ok(0);
+    }
+    let nets: Vec<_> = protected.iter().map(|p| p.to_ipnet()).collect();
+    let mut t = table(pins)?;
+    let keys: Vec<BanKey> = t.keys().collect::<Result<_, _>>()?;
+    let mut lifted = 0;
+    for k in &keys {
+        let ban = prefix_of(k).to_ipnet();
+        if nets.iter().any(|n| n.contains(&ban)) && t.remove(k).is_ok() {
+            lifted += 1;
+        }
+    }
+    Ok(lifted)
+}
+
+/// The prefix lengths of the live bans, per family (sorted, without duplicates); lapsed bans
+/// are lifted on the way.
+pub fn live_prefix_lengths(pins: &PinDir) -> Result<[Vec<u8>; 2]> {
+    let t_now = now_ns();
+    let mut t = table(pins)?;
+    let entries: Vec<(BanKey, Ban)> = t
+        .iter()
+        .collect::<Result<_, _>>()
+        .context("reading the ban table")?;
+    let mut out: [Vec<u8>; 2] = Default::default();
+    for (k, ban) in entries {
+        if ban.expires <= t_now {
+            let _ = t.remove(&k);
+            continue;
+        }
+        let family = if k.family == Family::V6 as u32 {
+            Family::V6
+        } else {
+            Family::V4
+        };
+        out[family as usize].push(k.prefix as u8);
+    }
+    for lens in &mut out {
+        lens.sort_unstable();
+        lens.dedup();
+    }
+    Ok(out)
+}
