@@ -545,7 +545,7 @@ fn a_limit_that_bans_at_prefix_length_0_is_refused() {
         .reapply(&BAN_LIMIT.replace("ban_seconds", "prefix_v4 = 0\nban_seconds"))
         .unwrap_err();
     assert_eq!(floodgate::error::exit_code(&err), 2, "{err:#}");
-    assert!(format!("{err:#}").contains("prefix_v4 = 0"), "{err:#}");
+    assert!(format!("{err:#}").contains("(/0)"), "{err:#}");
 }
 
 #[test]
