@@ -123,7 +123,7 @@ pub fn p4(
     Ok(Value::Object(out))
 }
 
-fn floods(
+pub fn floods(
     b: &mut BenchObject,
     rounds: usize,
     quick: bool,

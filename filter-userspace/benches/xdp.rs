@@ -201,7 +201,12 @@ fn main() -> Result<()> {
     } else {
         None
     };
-    if want("p1") || want("p2") || want("p3") || want("p4") {
+    // `--only p4-flood`: P4's veth floods without its test-run accuracy rows.
+    let named = |part: &str| {
+        only.as_deref()
+            .is_some_and(|o| o.split(',').any(|p| p == part))
+    };
+    if want("p1") || want("p2") || want("p3") || want("p4") || named("p4-flood") {
         let mut b = BenchObject::new(BENCH_POOL_NODES)?;
         if want("p1") || want("p2") {
             // test_run measures on the calling CPU: stay on one, or caches restart at each move.
@@ -229,13 +234,16 @@ fn main() -> Result<()> {
                 limiter::p4(&mut b, cfg.rounds, quick, &mut goals)?,
             );
             load.end("p4", &mut host);
+        } else if named("p4-flood") {
+            let load = HostLoad::start();
+            report.insert(
+                "p4_limiter".into(),
+                json!({"flood": limiter::floods(&mut b, cfg.rounds, quick, &mut goals)?}),
+            );
+            load.end("p4", &mut host);
         }
     }
     // `--only p4-accuracy`: P4's test-run rows without its veth floods (no bench object).
-    let named = |part: &str| {
-        only.as_deref()
-            .is_some_and(|o| o.split(',').any(|p| p == part))
-    };
     if named("p4-accuracy") && !want("p4") {
         let load = HostLoad::start();
         report.insert(

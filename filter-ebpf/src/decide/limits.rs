@@ -162,7 +162,7 @@ fn place_ban(conf: &LimitConf, p: &Packet, prefix: u32, t: u64, estimate: u32) {
         match p.family {
             Family::V4 => info!(
                 &(),
-                "ban {:i}/{} by limit {} for {} s: sketch counted {} of its packets on this CPU in the current 1.07 s epoch",
+                "ban {:i}/{} by limit {} for {} s: sketch counted {} of its packets on this CPU in the current 134 ms epoch",
                 (hi >> 32) as u32,
                 prefix,
                 conf.id,
@@ -175,7 +175,7 @@ fn place_ban(conf: &LimitConf, p: &Packet, prefix: u32, t: u64, estimate: u32) {
                 a[8..].copy_from_slice(&lo.to_be_bytes());
                 info!(
                     &(),
-                    "ban {:i}/{} by limit {} for {} s: sketch counted {} of its packets on this CPU in the current 1.07 s epoch",
+                    "ban {:i}/{} by limit {} for {} s: sketch counted {} of its packets on this CPU in the current 134 ms epoch",
                     a,
                     prefix,
                     conf.id,

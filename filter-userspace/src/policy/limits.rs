@@ -1,6 +1,8 @@
 //! Limits as the program reads them: GCRA costs and tolerances from pps, bps and burst.
 
-use filter_common::limits::{LimitConf, BYTE_TICKS_PER_NS, LIMIT_KNOWN_FIRST, PER_GLOBAL};
+use filter_common::limits::{
+    LimitConf, BYTE_TICKS_PER_NS, LIMIT_KNOWN_FIRST, PER_GLOBAL, SKETCH_EPOCH_SHIFT,
+};
 use filter_common::model::LimitSpec;
 
 use super::Limit;
@@ -102,7 +104,9 @@ pub fn conf(l: &Limit, counter: u32, cpus: u32) -> LimitConf {
         // A source gets a bucket of its own once it sent half a burst within a second on one
         // CPU: a random-source flood never gets there. At most half of what the limit lets
         // through in a second, or a source over its limit could stay under it for good.
-        track_after: (burst / 2).min(allowed_pps(l) / 2).clamp(1, 1000) as u32,
+        track_after: (burst / 2)
+            .min(allowed_pps(l).saturating_mul(1 << SKETCH_EPOCH_SHIFT) / 2_000_000_000)
+            .clamp(1, 1000) as u32,
         reserved2: 0,
     }
 }
@@ -208,7 +212,7 @@ mod tests {
     #[test]
     fn a_source_over_its_limit_gets_a_bucket_within_a_sketch_epoch() {
         // A source gets a bucket once the sketch saw `track_after` of its packets within one
-        // epoch (2^30 ns) on a CPU. One sending at its limit must get there within half an
+        // epoch (2^27 ns) on a CPU. One sending at its limit must get there within half an
         // epoch whatever the burst, or it never gets a bucket and passes unlimited (pps 10,
         // burst 100 tracked from 50 packets: a source at 40 pps, 4x over, never was).
         let epoch_s = (1u64 << filter_common::limits::SKETCH_EPOCH_SHIFT) as f64 / 1e9;
