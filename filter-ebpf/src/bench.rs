@@ -23,7 +23,6 @@ mod programs {
     use aya_ebpf::maps::lpm_trie::{Key, LpmTrie};
     use aya_ebpf::maps::{Array, LruHashMap, LruPerCpuHashMap};
     use aya_ebpf::programs::XdpContext;
-    use core::intrinsics::AtomicOrdering;
     use filter_common::limits::{gcra, masked, prefix_for, Bucket, LimitConf, SourceKey};
     use filter_common::parse::{ETH_P_IPV4, ETH_P_IPV6};
     use filter_common::trie::Family;
@@ -218,33 +217,6 @@ mod programs {
         }
     }
 
-    /// The product's `decide::limits::charge_shared`, copied (it is private there): a few
-    /// compare-and-swap attempts, then give way.
-    #[inline(always)]
-    fn charge_shared(tat: *mut u64, now: u64, cost: u64, tolerance: u64) -> bool {
-        let mut i = 0;
-        while i < 4 {
-            // SAFETY: `tat` points into a map value the verifier checked.
-            let old = unsafe { core::ptr::read_volatile(tat) };
-            let Some(new) = gcra(old, now, cost, tolerance) else {
-                return false;
-            };
-            // SAFETY: as above; an 8-byte aligned u64.
-            let (_, ok) = unsafe {
-                core::intrinsics::atomic_cxchg::<
-                    u64,
-                    { AtomicOrdering::SeqCst },
-                    { AtomicOrdering::SeqCst },
-                >(tat, old, new)
-            };
-            if ok {
-                return true;
-            }
-            i += 1;
-        }
-        true
-    }
-
     /// Shared-state per-source limit: the source's bucket in a hash shared by all CPUs,
     /// charged with compare-and-swap (as the product; without its sketch, lists and rules).
     #[xdp]
@@ -265,7 +237,7 @@ mod programs {
                         // SAFETY: a field pointer into the map value the lookup returned;
                         // helper without preconditions.
                         Some(b) => unsafe {
-                            if charge_shared(
+                            if decide::limits::charge_shared(
                                 &raw mut (*b).pkt_tat,
                                 bpf_ktime_get_coarse_ns(),
                                 conf.pkt_cost,

@@ -46,9 +46,10 @@ pub fn now() -> u64 {
 }
 
 /// Charge a shared TAT: a few compare-and-swap attempts, then give way (the CPUs that won
-/// charged the bucket; a packet that loses every race passes).
+/// charged the bucket; a packet that loses every race passes). Public for the bench object's
+/// per-CPU comparison, which must charge exactly as the product does.
 #[inline(always)]
-fn charge_shared(tat: *mut u64, now: u64, cost: u64, tolerance: u64) -> bool {
+pub fn charge_shared(tat: *mut u64, now: u64, cost: u64, tolerance: u64) -> bool {
     let mut i = 0;
     while i < 4 {
         // SAFETY: `tat` points into a map value the verifier checked; the value stays valid
