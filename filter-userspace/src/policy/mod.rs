@@ -411,6 +411,13 @@ fn check_rule(
                     ranges.push(range);
                 }
             }
+            if ports.get_ref().clone().into_vec().is_empty() {
+                // An empty list would match no port: the rule would silently never apply.
+                r.at(
+                    ports.span(),
+                    format!("{what} is empty; give at least one port or \"a-b\" range, or leave {what} out to match every port"),
+                );
+            }
             m.ranges[dim as usize] = Some(ranges);
         }
     }
@@ -492,12 +499,13 @@ fn check_limit(
     });
     let bps = l.bps.as_ref().and_then(|b| {
         let v = match b.get_ref() {
-            Rate::Num(n) if *n >= 1 => Some(*n as u64),
+            // The same bounds as the text form: 1 bit/s to 10 Tbit/s.
+            Rate::Num(n) if (1..=10_000_000_000_000).contains(n) => Some(*n as u64),
             Rate::Num(_) => None,
             Rate::Text(t) => parse_rate(t),
         };
         if v.is_none() {
-            r.at(b.span(), "bps is not a rate in bits per second; expected e.g. 1000000, \"800k\", \"10M\" or \"1G\"");
+            r.at(b.span(), "bps is not a rate in bits per second from 1 to 10T; expected e.g. 1000000, \"800k\", \"10M\" or \"1G\"");
         }
         v
     });
@@ -1005,6 +1013,18 @@ mod tests {
         let got = problems(&format!("{rule}{rule}"));
         assert_eq!(got.len(), 1);
         assert!(got[0].starts_with("5:8: "), "{got:?}");
+    }
+
+    #[test]
+    fn an_empty_port_list_is_refused() {
+        let got = problems("[[rule]]\nname = \"r\"\nprotocol = \"udp\"\ndst_ports = []\n");
+        assert!(got[0].starts_with("4:13: dst_ports is empty"), "{got:?}");
+    }
+
+    #[test]
+    fn an_integer_bps_beyond_10_tbit_is_refused() {
+        let got = problems("[[limit]]\nname = \"l\"\nclass = \"udp\"\nper = \"global\"\nbps = 9223372036854775807\n");
+        assert!(got[0].contains("bps is not a rate"), "{got:?}");
     }
 
     #[test]
