@@ -193,7 +193,12 @@ pub fn check_for(
     next: &AppliedPolicy,
     policy: &Policy,
 ) -> Result<()> {
-    let block = all_entries(snapshot, policy, ListKind::Block);
+    // A monitored block list counts what it would drop and drops nothing: it locks no one out.
+    let block = if policy.block_monitor {
+        Vec::new()
+    } else {
+        all_entries(snapshot, policy, ListKind::Block)
+    };
     let allow = all_entries(snapshot, policy, ListKind::Allow);
     let protected = &policy.lists.protected;
     let mut why = Vec::new();
@@ -359,6 +364,20 @@ mod tests {
             "[[limit]]\nname = \"udp\"\nclass = \"udp\"\nper = \"source\"\npps = 10\n",
         )
         .unwrap();
+    }
+
+    #[test]
+    fn a_monitored_block_list_covering_the_client_is_accepted() {
+        guard(
+            V4_CLIENT,
+            "[lists]\nmode = \"monitor\"\nblock = [\"10.77.0.0/16\"]\n",
+        )
+        .expect("a monitored list drops nothing");
+        refused(
+            V4_CLIENT,
+            "[lists]\nblock = [\"10.77.0.0/16\"]\n",
+            "the block list entry 10.77.0.0/16 covers your SSH client",
+        );
     }
 
     #[test]
