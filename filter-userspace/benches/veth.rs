@@ -105,35 +105,11 @@ pub struct VethBench {
     million: Vec<Prefix>,
 }
 
-fn mac(s: &str) -> Result<[u8; 6]> {
-    let mut out = [0u8; 6];
-    for (i, part) in s.trim().split(':').enumerate() {
-        out[i] = u8::from_str_radix(part, 16)?;
-    }
-    Ok(out)
-}
-
-fn link_info(ns: &test_support::Netns, dev: &str) -> Result<(u32, [u8; 6])> {
-    let out = ns.exec(&["ip", "-o", "link", "show", dev])?;
-    let idx: u32 = out
-        .split(':')
-        .next()
-        .context("ip link output")?
-        .trim()
-        .parse()?;
-    let m = out
-        .split("link/ether ")
-        .nth(1)
-        .and_then(|s| s.split(' ').next())
-        .context("no MAC")?;
-    Ok((idx, mac(m)?))
-}
-
 impl VethBench {
     pub fn new(million: Vec<Prefix>) -> Result<Self> {
         let net = VethPair::new()?;
-        let (a_ifindex, a_mac) = link_info(&net.a, &net.a_if)?;
-        let (b_ifindex, b_mac) = link_info(&net.b, &net.b_if)?;
+        let (a_ifindex, a_mac) = test_support::flood::link_info(&net.a, &net.a_if)?;
+        let (b_ifindex, b_mac) = test_support::flood::link_info(&net.b, &net.b_if)?;
         net.a.exec(&[
             "ip",
             "addr",

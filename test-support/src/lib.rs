@@ -319,20 +319,7 @@ impl BenchObject {
     /// Replace the bench LPM tries' contents with `prefixes` (one syscall each: LPM tries have
     /// no batch operations).
     pub fn set_lpm(&mut self, prefixes: &[Prefix]) -> Result<()> {
-        refill_lpm(
-            self.ebpf.map_mut("BENCH_LPM_V4").context("BENCH_LPM_V4")?,
-            prefixes.iter().filter_map(|p| match *p {
-                Prefix::V4 { addr, len } => Some((len, addr.to_be_bytes())),
-                Prefix::V6 { .. } => None,
-            }),
-        )?;
-        refill_lpm(
-            self.ebpf.map_mut("BENCH_LPM_V6").context("BENCH_LPM_V6")?,
-            prefixes.iter().filter_map(|p| match *p {
-                Prefix::V6 { addr, len } => Some((len, addr.to_be_bytes())),
-                Prefix::V4 { .. } => None,
-            }),
-        )
+        set_bench_lpm(&mut self.ebpf, prefixes)
     }
 }
 
@@ -555,22 +542,28 @@ impl BenchObject {
     }
 }
 
+/// Replace the bench object's LPM tries' contents with `prefixes` (one syscall each: LPM tries
+/// have no batch operations).
+fn set_bench_lpm(ebpf: &mut aya::Ebpf, prefixes: &[Prefix]) -> Result<()> {
+    refill_lpm(
+        ebpf.map_mut("BENCH_LPM_V4").context("BENCH_LPM_V4")?,
+        prefixes.iter().filter_map(|p| match *p {
+            Prefix::V4 { addr, len } => Some((len, addr.to_be_bytes())),
+            Prefix::V6 { .. } => None,
+        }),
+    )?;
+    refill_lpm(
+        ebpf.map_mut("BENCH_LPM_V6").context("BENCH_LPM_V6")?,
+        prefixes.iter().filter_map(|p| match *p {
+            Prefix::V6 { addr, len } => Some((len, addr.to_be_bytes())),
+            Prefix::V4 { .. } => None,
+        }),
+    )
+}
+
 impl LpmReference {
     pub fn set(&mut self, prefixes: &[Prefix]) -> Result<()> {
-        refill_lpm(
-            self.ebpf.map_mut("BENCH_LPM_V4").context("BENCH_LPM_V4")?,
-            prefixes.iter().filter_map(|p| match *p {
-                Prefix::V4 { addr, len } => Some((len, addr.to_be_bytes())),
-                Prefix::V6 { .. } => None,
-            }),
-        )?;
-        refill_lpm(
-            self.ebpf.map_mut("BENCH_LPM_V6").context("BENCH_LPM_V6")?,
-            prefixes.iter().filter_map(|p| match *p {
-                Prefix::V6 { addr, len } => Some((len, addr.to_be_bytes())),
-                Prefix::V4 { .. } => None,
-            }),
-        )
+        set_bench_lpm(&mut self.ebpf, prefixes)
     }
 
     /// Mean ns per run of `frame` through `bench_random_lpm` over these tries.
