@@ -88,6 +88,10 @@ pub enum Command {
         /// enforcing after the daemon exits).
         #[arg(long)]
         detach_on_exit: bool,
+        /// Serve Prometheus metrics over HTTP at http://ADDR/metrics (IP:PORT, e.g.
+        /// 127.0.0.1:9464 or [::1]:9464); nothing is served unless given.
+        #[arg(long, value_name = "ADDR", value_parser = parse_metrics_addr)]
+        metrics: Option<std::net::SocketAddr>,
     },
     /// Manage the blocklist: sources that are dropped.
     Block(ListArgs),
@@ -99,8 +103,12 @@ pub enum Command {
         /// another otherwise.
         #[arg(long)]
         watch: bool,
-        #[arg(long)]
+        #[arg(long, conflicts_with = "prometheus")]
         json: bool,
+        /// Print every metric once in the Prometheus text format (for node-exporter's textfile
+        /// collector); what `floodgate run --metrics` serves.
+        #[arg(long, conflicts_with = "watch")]
+        prometheus: bool,
         /// Seconds between redraws with --watch.
         #[arg(long, default_value_t = 1.0, value_parser = parse_interval)]
         interval: f64,
@@ -127,6 +135,18 @@ fn parse_capacity(s: &str) -> Result<u32, String> {
         Some(n) if (1024..=(1 << 28)).contains(&n) => Ok(n as u32),
         _ => Err(format!(
             "'{s}' is not a node count between 1k and 256M (e.g. 4M or 500000)"
+        )),
+    }
+}
+
+fn parse_metrics_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    match s.parse::<std::net::SocketAddr>() {
+        Ok(a) if a.port() != 0 => Ok(a),
+        Ok(_) => Err(format!(
+            "'{s}' has port 0: give the port to serve metrics on, e.g. 127.0.0.1:9464"
+        )),
+        Err(_) => Err(format!(
+            "'{s}' is not an address to serve metrics on: give IP:PORT, e.g. 127.0.0.1:9464 or [::1]:9464 (no host names)"
         )),
     }
 }

@@ -3,6 +3,7 @@
 //! forward the program's rare events (a ban placed) from aya-log. On SIGTERM the filter keeps
 //! enforcing, unless `--detach-on-exit`: protection must not depend on the controller.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,8 +13,11 @@ use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
 
+use crate::observe::metrics::{unix_now, DaemonHealth};
 use crate::policy::{self, limits::limit_id};
 use crate::state::PinDir;
+
+mod metrics;
 
 /// Limit names by id, for the kernel's ban events (which carry the id).
 type LimitNames = Arc<Mutex<Vec<(u32, String)>>>;
@@ -100,18 +104,52 @@ fn watched(config: &Path) -> Vec<PathBuf> {
     dirs
 }
 
-pub fn run(pins: &PinDir, config: &Path, detach_on_exit: bool) -> Result<()> {
+pub fn run(
+    pins: &PinDir,
+    config: &Path,
+    detach_on_exit: bool,
+    metrics_addr: Option<SocketAddr>,
+) -> Result<()> {
     let config = std::path::absolute(config)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(serve(pins.clone(), config, detach_on_exit))
+    rt.block_on(serve(pins.clone(), config, detach_on_exit, metrics_addr))
 }
 
-async fn serve(pins: PinDir, config: PathBuf, detach_on_exit: bool) -> Result<()> {
+/// Record an apply of the policy file in the daemon's health.
+fn record(health: &metrics::Health, ok: bool) {
+    let mut h = health.lock().expect("not poisoned");
+    if ok {
+        h.reloads_ok += 1;
+    } else {
+        h.reloads_failed += 1;
+    }
+    h.last_reload_ok = ok;
+    h.last_reload_at = unix_now();
+}
+
+async fn serve(
+    pins: PinDir,
+    config: PathBuf,
+    detach_on_exit: bool,
+    metrics_addr: Option<SocketAddr>,
+) -> Result<()> {
     let names: LimitNames = Arc::default();
+    let health: metrics::Health = Arc::new(Mutex::new(DaemonHealth {
+        started_at: unix_now(),
+        ..DaemonHealth::default()
+    }));
+    // The metrics address first: a port in use fails the start before anything changes.
+    let listener = metrics_addr.map(metrics::bind).transpose()?;
     // A policy that does not apply at start is an error: nothing would be enforced.
-    reload(&pins, &config, &names, "start")?;
+    let started = reload(&pins, &config, &names, "start");
+    record(&health, started.is_ok());
+    started?;
+    if let (Some(listener), Some(addr)) = (listener, metrics_addr) {
+        info!("serving metrics at http://{addr}/metrics");
+        tokio::spawn(metrics::serve(listener, pins.clone(), Arc::clone(&health)));
+    }
     let status =
         crate::state::attach::program_status(&pins)?.context("the filter is not loaded")?;
     if status.interfaces.is_empty() {
@@ -154,7 +192,9 @@ async fn serve(pins: PinDir, config: PathBuf, detach_on_exit: bool) -> Result<()
     loop {
         tokio::select! {
             _ = hup.recv() => {
-                if let Err(e) = reload(&pins, &config, &names, "SIGHUP") {
+                let r = reload(&pins, &config, &names, "SIGHUP");
+                record(&health, r.is_ok());
+                if let Err(e) = r {
                     log_failed("SIGHUP", &e);
                 }
             }
@@ -162,7 +202,9 @@ async fn serve(pins: PinDir, config: PathBuf, detach_on_exit: bool) -> Result<()
                 // Editors write in several steps: let them finish, then apply once.
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 while changes.try_recv().is_ok() {}
-                if let Err(e) = reload(&pins, &config, &names, "file changed") {
+                let r = reload(&pins, &config, &names, "file changed");
+                record(&health, r.is_ok());
+                if let Err(e) = r {
                     log_failed("file changed", &e);
                 }
             }
