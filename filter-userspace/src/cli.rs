@@ -120,6 +120,8 @@ pub enum Command {
     Policy {
         #[arg(long, value_enum)]
         malformed: Option<MalformedArg>,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -188,7 +190,11 @@ pub enum ListAction {
         entries: Vec<String>,
     },
     /// Print every entry, one per line (a valid list file).
-    List,
+    List {
+        /// One JSON object: the list, the generation in force and every entry.
+        #[arg(long)]
+        json: bool,
+    },
     /// Add every entry of a file (one per line, `#` comments; `-` reads standard input); any
     /// bad line changes nothing.
     Load {

@@ -81,7 +81,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 stats::stats(&pins, watch, json, interval, count)
             }
         }
-        Command::Policy { malformed } => policy::malformed(&pins, malformed),
+        Command::Policy { malformed, json } => policy::malformed(&pins, malformed, json),
     }
 }
 
