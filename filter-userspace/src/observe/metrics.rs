@@ -453,7 +453,10 @@ mod tests {
         let text = encode(Some(&observation()), Some(&health()), Format::Text);
         // The fixture attaches nothing (an empty family is left out; the end-to-end test
         // sees this one).
-        for m in METRICS.iter().filter(|m| m.name != "floodgate_interface_attached") {
+        for m in METRICS
+            .iter()
+            .filter(|m| m.name != "floodgate_interface_attached")
+        {
             assert!(
                 text.contains(&format!("# TYPE {} {}\n", m.name, m.kind)),
                 "no TYPE line for {} in:\n{text}",
