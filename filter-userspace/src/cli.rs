@@ -109,6 +109,10 @@ pub enum Command {
         /// enforcing after the daemon exits).
         #[arg(long)]
         detach_on_exit: bool,
+        /// Serve Prometheus metrics over HTTP at http://ADDR/metrics (IP:PORT, e.g.
+        /// 127.0.0.1:9464 or [::1]:9464); nothing is served unless given.
+        #[arg(long, value_name = "ADDR", value_parser = parse_metrics_addr)]
+        metrics: Option<std::net::SocketAddr>,
     },
     /// Manage the blocklist: sources that are dropped.
     Block(ListArgs),
@@ -120,8 +124,12 @@ pub enum Command {
         /// another otherwise.
         #[arg(long)]
         watch: bool,
-        #[arg(long)]
+        #[arg(long, conflicts_with = "prometheus")]
         json: bool,
+        /// Print every metric once in the Prometheus text format (for node-exporter's textfile
+        /// collector); what `floodgate run --metrics` serves.
+        #[arg(long, conflicts_with = "watch")]
+        prometheus: bool,
         /// Seconds between redraws with --watch.
         #[arg(long, default_value_t = 1.0, value_parser = parse_interval)]
         interval: f64,
@@ -133,6 +141,8 @@ pub enum Command {
     Policy {
         #[arg(long, value_enum)]
         malformed: Option<MalformedArg>,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -148,6 +158,18 @@ fn parse_capacity(s: &str) -> Result<u32, String> {
         Some(n) if (1024..=(1 << 28)).contains(&n) => Ok(n as u32),
         _ => Err(format!(
             "'{s}' is not a node count between 1k and 256M (e.g. 4M or 500000)"
+        )),
+    }
+}
+
+fn parse_metrics_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    match s.parse::<std::net::SocketAddr>() {
+        Ok(a) if a.port() != 0 => Ok(a),
+        Ok(_) => Err(format!(
+            "'{s}' has port 0: give the port to serve metrics on, e.g. 127.0.0.1:9464"
+        )),
+        Err(_) => Err(format!(
+            "'{s}' is not an address to serve metrics on: give IP:PORT, e.g. 127.0.0.1:9464 or [::1]:9464 (no host names)"
         )),
     }
 }
@@ -189,7 +211,11 @@ pub enum ListAction {
         entries: Vec<String>,
     },
     /// Print every entry, one per line (a valid list file).
-    List,
+    List {
+        /// One JSON object: the list, the generation in force and every entry.
+        #[arg(long)]
+        json: bool,
+    },
     /// Add every entry of a file (one per line, `#` comments; `-` reads standard input); any
     /// bad line changes nothing.
     Load {

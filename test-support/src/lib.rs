@@ -52,7 +52,12 @@ pub struct TestPins {
 
 impl TestPins {
     pub fn new() -> Result<Self> {
-        let root = PathBuf::from("/sys/fs/bpf").join(unique_name("fgtest-"));
+        Self::named("fgtest-")
+    }
+
+    /// A pin directory named `PREFIX...`.
+    pub fn named(prefix: &str) -> Result<Self> {
+        let root = PathBuf::from("/sys/fs/bpf").join(unique_name(prefix));
         let pins = PinDir::new(root)?;
         drop(floodgate::state::pins::Locked::creating(&pins)?);
         Ok(Self { pins })

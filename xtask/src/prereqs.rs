@@ -23,6 +23,8 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("nsenter", "util-linux"),
     ("ping", "iputils-ping"),
+    // tests/metrics.rs validates the exposition with `promtool check metrics`.
+    ("promtool", "prometheus"),
 ];
 const BENCH_TOOLS: &[(&str, &str)] = &[
     ("bpftool", "bpftool"),

@@ -57,7 +57,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Run {
             config,
             detach_on_exit,
-        } => run::run(&pins, &config, detach_on_exit),
+            metrics,
+        } => run::run(&pins, &config, detach_on_exit, metrics),
         Command::Attach {
             interfaces,
             mode,
@@ -70,10 +71,17 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Stats {
             watch,
             json,
+            prometheus,
             interval,
             count,
-        } => stats::stats(&pins, watch, json, interval, count),
-        Command::Policy { malformed } => policy::malformed(&pins, malformed),
+        } => {
+            if prometheus {
+                stats::prometheus(&pins)
+            } else {
+                stats::stats(&pins, watch, json, interval, count)
+            }
+        }
+        Command::Policy { malformed, json } => policy::malformed(&pins, malformed, json),
     }
 }
 

@@ -17,22 +17,41 @@ pub fn malformed_name(pass: bool) -> &'static str {
     }
 }
 
-pub fn malformed(pins: &PinDir, malformed: Option<MalformedArg>) -> Result<()> {
-    let pass = match malformed {
+pub fn malformed(pins: &PinDir, malformed: Option<MalformedArg>, json: bool) -> Result<()> {
+    let (pass, generation) = match malformed {
         Some(m) => {
             let pass = m == MalformedArg::Pass;
             let generation = policy::apply::set_malformed(pins, pass)?;
-            return super::report_done(
-                &format!("the policy is in force (generation {generation})"),
-                format_args!("malformed packets: {}\n", malformed_name(pass)),
-            );
+            let done = format!("the policy is in force (generation {generation})");
+            return if json {
+                super::report_done(
+                    &done,
+                    format_args!(
+                        "{}\n",
+                        serde_json::json!({"malformed": malformed_name(pass), "generation": generation})
+                    ),
+                )
+            } else {
+                super::report_done(
+                    &done,
+                    format_args!("malformed packets: {}\n", malformed_name(pass)),
+                )
+            };
         }
         None => {
             let session = Session::open(pins)?;
-            session.current()?.policy.policy.malformed_pass
+            let current = session.current()?;
+            (current.policy.policy.malformed_pass, current.generation)
         }
     };
-    outln!("malformed packets: {}", malformed_name(pass))?;
+    if json {
+        outln!(
+            "{}",
+            serde_json::json!({"malformed": malformed_name(pass), "generation": generation})
+        )?;
+    } else {
+        outln!("malformed packets: {}", malformed_name(pass))?;
+    }
     Ok(())
 }
 

@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use filter_common::Reason;
 
+use crate::observe::collect::collect;
+use crate::observe::metrics;
 use crate::observe::stats::{self, IfaceStats};
 use crate::outln;
 use crate::state::PinDir;
@@ -20,18 +22,28 @@ pub fn stats(
     if watch {
         return watch_stats(pins, json, interval, count);
     }
-    let s = stats::read(pins)?;
+    let obs = collect(pins)?.ok_or_else(|| pins.not_loaded())?;
     if json {
-        outln!("{}", serde_json::to_string_pretty(&s)?)?;
+        outln!("{}", serde_json::to_string_pretty(&obs.counters)?)?;
     } else {
-        let snapshot = crate::state::Session::open(pins)?.current()?;
-        let (rules, limits) = stats::read_policy(pins, &snapshot)?;
         crate::commands::out(format_args!(
             "{}{}",
-            render_table(&s),
-            render_policy(&rules, &limits)
+            render_table(&obs.counters),
+            render_policy(&obs.rules, &obs.limits)
         ))?;
     }
+    Ok(())
+}
+
+/// `stats --prometheus`: every metric once, in the text format 0.0.4. A filter that is not
+/// loaded gives `floodgate_up 0` (and exit 0): a textfile collector then shows it down
+/// instead of keeping the last file.
+pub fn prometheus(pins: &PinDir) -> Result<()> {
+    let obs = collect(pins)?;
+    crate::commands::out(format_args!(
+        "{}",
+        metrics::encode(obs.as_ref(), None, metrics::Format::Text)
+    ))?;
     Ok(())
 }
 

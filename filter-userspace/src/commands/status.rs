@@ -4,17 +4,16 @@
 
 use anyhow::Result;
 use filter_common::limits::{CLASS_NAMES, PER_GLOBAL};
-use filter_common::maps as names;
 use filter_common::trie::Family;
 use filter_common::ListKind;
 use serde_json::json;
 
 use super::policy::malformed_name;
-use crate::error::is_not_loaded;
+use crate::observe::collect::collect;
 use crate::outln;
 use crate::policy::limits::limit_id;
-use crate::state::attach::{program_status, LinkState};
-use crate::state::{bans, raw, PinDir, Session};
+use crate::state::attach::LinkState;
+use crate::state::PinDir;
 use crate::text;
 
 fn not_loaded(pins: &PinDir, json: bool) -> Result<()> {
@@ -30,57 +29,36 @@ fn not_loaded(pins: &PinDir, json: bool) -> Result<()> {
 }
 
 pub fn status(pins: &PinDir, json: bool) -> Result<()> {
-    // Under the lock: a `detach --all` in progress finishes first, and then nothing is loaded.
-    let session = match Session::open(pins) {
-        Ok(s) => s,
-        Err(e) if is_not_loaded(&e) => return not_loaded(pins, json),
-        Err(e) => return Err(e),
-    };
-    let Some(prog) = program_status(pins)? else {
+    let Some(obs) = collect(pins)? else {
         return not_loaded(pins, json);
     };
-    let snapshot = session.current()?;
-    let pool = session.pool_nodes();
-    drop(session);
+    let snapshot = &obs.snapshot;
     let applied = &snapshot.policy;
     let policy = &applied.policy;
-    let mut memory = serde_json::Map::new();
-    let mut total = 0u64;
-    for name in names::pinned_maps().chain([names::ATTACHMENTS]) {
-        if let Some(bytes) = pins.open_map(name).ok().as_ref().and_then(raw::memlock) {
-            memory.insert(name.to_string(), json!(bytes));
-            total += bytes;
-        }
-    }
-    if let Some(bytes) = pins
-        .open_map_at(&pins.snapshot(snapshot.generation))
-        .ok()
-        .as_ref()
-        .and_then(raw::memlock)
-    {
-        memory.insert("snapshot".into(), json!(bytes));
-        total += bytes;
-    }
-    let bans = bans::list(pins, |_| None).map(|b| b.len()).unwrap_or(0);
-    let in_use = snapshot.pool_in_use();
-    let malformed = malformed_name(policy.malformed_pass);
-    let lists: serde_json::Map<String, serde_json::Value> = ListKind::ALL
+    let memory: serde_json::Map<String, serde_json::Value> = obs
+        .memory
         .iter()
-        .map(|&k| {
-            (
-                k.name().to_string(),
-                json!({
-                    "ipv4": snapshot.union_len(k, Family::V4),
-                    "ipv6": snapshot.union_len(k, Family::V6),
-                }),
-            )
-        })
+        .map(|(k, v)| (k.clone(), json!(v)))
         .collect();
-    let (rule_counts, limit_counts) = crate::observe::stats::read_policy(pins, &snapshot)?;
+    let total = obs.memory_total();
+    let bans = obs.bans;
+    let in_use = obs.pool_in_use;
+    let pool = obs.pool_nodes;
+    let malformed = malformed_name(policy.malformed_pass);
+    let mut lists = serde_json::Map::new();
+    for l in &obs.lists {
+        lists
+            .entry(l.list)
+            .or_insert_with(|| json!({}))
+            .as_object_mut()
+            .expect("an object")
+            .insert(l.family.to_string(), json!(l.entries));
+    }
+    let (rule_counts, limit_counts) = (&obs.rules, &obs.limits);
     let rules: Vec<serde_json::Value> = policy
         .rules
         .iter()
-        .zip(&rule_counts)
+        .zip(rule_counts)
         .map(|(r, c)| {
             json!({
                 "name": r.name,
@@ -95,7 +73,7 @@ pub fn status(pins: &PinDir, json: bool) -> Result<()> {
     let limits: Vec<serde_json::Value> = policy
         .limits
         .iter()
-        .zip(&limit_counts)
+        .zip(limit_counts)
         .map(|(l, c)| {
             json!({
                 "refused": {"packets": c.packets, "bytes": c.bytes},
@@ -114,9 +92,9 @@ pub fn status(pins: &PinDir, json: bool) -> Result<()> {
     if json {
         let v = json!({
             "loaded": true,
-            "program_id": prog.program_id,
+            "program_id": obs.program_id,
             "generation": snapshot.generation,
-            "interfaces": prog.interfaces,
+            "interfaces": obs.interfaces,
             "policy": {
                 "source": policy.source,
                 "applied_at": applied.applied_at,
@@ -136,18 +114,18 @@ pub fn status(pins: &PinDir, json: bool) -> Result<()> {
     }
     outln!(
         "program id {} pinned at {}, generation {} in force",
-        prog.program_id,
+        obs.program_id,
         crate::text::path(&pins.prog()),
         snapshot.generation
     )?;
-    if !prog
+    if !obs
         .interfaces
         .iter()
         .any(|a| a.state == LinkState::Attached)
     {
         outln!("attached to no interface")?;
     }
-    for a in &prog.interfaces {
+    for a in &obs.interfaces {
         let name = text::name(&a.name);
         let state = match a.state {
             LinkState::Attached if a.slot.is_none() => format!(
@@ -177,7 +155,7 @@ pub fn status(pins: &PinDir, json: bool) -> Result<()> {
         )?,
         None => outln!("policy: none applied (lists from block/allow commands only)")?,
     }
-    for (r, c) in policy.rules.iter().zip(&rule_counts) {
+    for (r, c) in policy.rules.iter().zip(rule_counts) {
         outln!(
             "  rule  {:<24} {:<5} {:<8} {:>12} packets matched{}",
             text::name(&r.name),
@@ -190,7 +168,7 @@ pub fn status(pins: &PinDir, json: bool) -> Result<()> {
                 .unwrap_or_default()
         )?;
     }
-    for (l, c) in policy.limits.iter().zip(&limit_counts) {
+    for (l, c) in policy.limits.iter().zip(limit_counts) {
         let rate = match (l.pps, l.bps) {
             (Some(p), Some(b)) => format!("{p} pps, {b} bit/s"),
             (Some(p), None) => format!("{p} pps"),

@@ -4,6 +4,7 @@
 //! enforcing, unless `--detach-on-exit`: protection must not depend on the controller.
 
 use std::ffi::OsString;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,8 +16,11 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
+use crate::observe::metrics::{unix_now, DaemonHealth};
 use crate::policy::{self, limits::limit_id, Policy};
 use crate::state::{PinDir, Session};
+
+mod metrics;
 
 /// Limit names by id, for the kernel's ban events (which carry the id).
 type LimitNames = Arc<Mutex<Vec<(u32, String)>>>;
@@ -201,26 +205,59 @@ const SETTLE: Duration = Duration::from_millis(300);
 /// How long a stop waits for a re-apply under way to finish before leaving it.
 const STOP_GRACE: Duration = Duration::from_secs(3);
 
-pub fn run(pins: &PinDir, config: &Path, detach_on_exit: bool) -> Result<()> {
+pub fn run(
+    pins: &PinDir,
+    config: &Path,
+    detach_on_exit: bool,
+    metrics_addr: Option<SocketAddr>,
+) -> Result<()> {
     let config = std::path::absolute(config)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let result = rt.block_on(serve(pins.clone(), config, detach_on_exit));
+    let result = rt.block_on(serve(pins.clone(), config, detach_on_exit, metrics_addr));
     // A re-apply still waiting (for the lock) when the daemon stops is left behind: it has
     // changed nothing yet, or it publishes a generation whole.
     rt.shutdown_background();
     result
 }
 
-async fn serve(pins: PinDir, config: PathBuf, detach_on_exit: bool) -> Result<()> {
+/// Record an apply of the policy file in the daemon's health.
+fn record(health: &metrics::Health, ok: bool) {
+    let mut h = health.lock().expect("not poisoned");
+    if ok {
+        h.reloads_ok += 1;
+    } else {
+        h.reloads_failed += 1;
+    }
+    h.last_reload_ok = ok;
+    h.last_reload_at = unix_now();
+}
+
+async fn serve(
+    pins: PinDir,
+    config: PathBuf,
+    detach_on_exit: bool,
+    metrics_addr: Option<SocketAddr>,
+) -> Result<()> {
+    let health: metrics::Health = Arc::new(Mutex::new(DaemonHealth {
+        started_at: unix_now(),
+        ..DaemonHealth::default()
+    }));
+    // The metrics address first: a port in use fails the start before anything changes.
+    let listener = metrics_addr.map(metrics::bind).transpose()?;
     // A policy that does not apply at start is an error: nothing would be enforced.
     let Reloaded {
         result,
         in_force: started,
         ..
     } = spawn_reload(&pins, &config, "start").await?;
+    record(&health, result.is_ok());
     result?;
+    if let (Some(listener), Some(addr)) = (listener, metrics_addr) {
+        info!("serving metrics at http://{addr}/metrics");
+        tokio::spawn(metrics::serve(listener, pins.clone(), Arc::clone(&health)));
+    }
     let names: LimitNames = Arc::new(Mutex::new(
         started.as_ref().map(limit_names).unwrap_or_default(),
     ));
@@ -290,6 +327,7 @@ async fn serve(pins: PinDir, config: PathBuf, detach_on_exit: bool) -> Result<()
                 pending = None;
                 match done {
                     Ok(r) => {
+                        record(&health, r.result.is_ok());
                         // Follow the policy now in force: its limits' names, its list files.
                         if let Some(p) = &r.in_force {
                             *names.lock().expect("not poisoned") = limit_names(p);
@@ -299,7 +337,10 @@ async fn serve(pins: PinDir, config: PathBuf, detach_on_exit: bool) -> Result<()
                             log_failed(r.why, e);
                         }
                     }
-                    Err(e) => error!("re-apply: {e}; the previous policy stays in force"),
+                    Err(e) => {
+                        record(&health, false);
+                        error!("re-apply: {e}; the previous policy stays in force");
+                    }
                 }
                 wanted = again.take();
             }

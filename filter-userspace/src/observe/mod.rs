@@ -1,3 +1,7 @@
-//! What the controller reads back about traffic: counters now; sampled events and metrics next.
+//! What the controller reads back about traffic and state: [`collect`] reads a loaded filter
+//! once; `stats` holds the counter readers it uses; [`metrics`] encodes a reading for
+//! Prometheus. Commands print; nothing here writes to the terminal.
 
+pub mod collect;
+pub mod metrics;
 pub mod stats;

@@ -190,7 +190,7 @@ impl PinDir {
         text::path(&self.root)
     }
 
-    fn not_loaded(&self) -> anyhow::Error {
+    pub fn not_loaded(&self) -> anyhow::Error {
         anyhow::Error::new(NotLoaded(text::path(&self.prog())))
     }
 
