@@ -91,8 +91,13 @@ impl From<Output> for Ran {
 impl Lab {
     /// A fresh lab; `bin` is the `floodgate` binary the commands run.
     pub fn new(bin: &str, queues: u32) -> Result<Lab> {
-        let a = Netns::new("fga")?;
-        let b = Netns::new("fgb")?;
+        Self::with_prefix(bin, queues, "fg")
+    }
+
+    /// A fresh lab whose namespaces, interfaces and pin directory are named `PREFIX...`.
+    pub fn with_prefix(bin: &str, queues: u32, prefix: &str) -> Result<Lab> {
+        let a = Netns::new(&format!("{prefix}a"))?;
+        let b = Netns::new(&format!("{prefix}b"))?;
         // Off before the veth exists, so its ends never get an IPv6 address: no router
         // solicitation or MLD report ever crosses the filter.
         for ns in [&a, &b] {
@@ -104,8 +109,8 @@ impl Lab {
                 "net.ipv6.conf.default.disable_ipv6=1",
             ])?;
         }
-        let a_if = unique_name("fgva");
-        let b_if = unique_name("fgvb");
+        let a_if = unique_name(&format!("{prefix}va"));
+        let b_if = unique_name(&format!("{prefix}vb"));
         let q = queues.to_string();
         sh(&[
             "ip",
@@ -157,7 +162,7 @@ impl Lab {
         ])?;
         Ok(Lab {
             net,
-            dir: TestPins::new()?,
+            dir: TestPins::with_prefix(&format!("{prefix}test-"))?,
             a_ifindex,
             b_ifindex,
             a_mac,

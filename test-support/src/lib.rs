@@ -52,7 +52,12 @@ pub struct TestPins {
 
 impl TestPins {
     pub fn new() -> Result<Self> {
-        let root = PathBuf::from("/sys/fs/bpf").join(unique_name("fgtest-"));
+        Self::with_prefix("fgtest-")
+    }
+
+    /// A pin directory `/sys/fs/bpf/PREFIX...`.
+    pub fn with_prefix(prefix: &str) -> Result<Self> {
+        let root = PathBuf::from("/sys/fs/bpf").join(unique_name(prefix));
         let pins = PinDir::new(root)?;
         drop(floodgate::state::pins::Locked::creating(&pins)?);
         Ok(Self { pins })

@@ -23,6 +23,8 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("nsenter", "util-linux"),
     ("ping", "iputils-ping"),
+    // The capture tests read the pcap files back, packet by packet.
+    ("tshark", "tshark"),
 ];
 const BENCH_TOOLS: &[(&str, &str)] = &[
     ("bpftool", "bpftool"),

@@ -3,9 +3,11 @@
 
 mod attach;
 mod bans;
+pub mod capture;
 mod lists;
 mod policy;
 mod run;
+mod sampling;
 mod stats;
 mod status;
 
@@ -74,6 +76,14 @@ pub fn run(cli: Cli) -> Result<()> {
             count,
         } => stats::stats(&pins, watch, json, interval, count),
         Command::Policy { malformed } => policy::malformed(&pins, malformed),
+        Command::Capture {
+            write,
+            reason,
+            source,
+            count,
+            duration,
+        } => capture::capture(&pins, &reason, &source, &write, count, duration),
+        Command::Sampling { every, cap, json } => sampling::sampling(&pins, every, cap, json),
     }
 }
 

@@ -42,6 +42,8 @@ pub fn status(pins: &PinDir, json: bool) -> Result<()> {
     let snapshot = session.current()?;
     let pool = session.pool_nodes();
     drop(session);
+    // Also clears the slots of sample readers that died (a capture killed with SIGKILL).
+    let sampling = crate::observe::samples::status(pins)?;
     let applied = &snapshot.policy;
     let policy = &applied.policy;
     let mut memory = serde_json::Map::new();
@@ -130,6 +132,7 @@ pub fn status(pins: &PinDir, json: bool) -> Result<()> {
             "list_pool": {"nodes_in_use": in_use, "capacity": pool},
             "kernel_memory_bytes": {"total": total, "maps": memory},
             "malformed_policy": malformed,
+            "sampling": sampling,
         });
         outln!("{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(());
@@ -237,5 +240,6 @@ pub fn status(pins: &PinDir, json: bool) -> Result<()> {
         total as f64 / (1u64 << 20) as f64
     )?;
     outln!("malformed packets: {malformed}")?;
+    outln!("{}", super::sampling::render(&sampling))?;
     Ok(())
 }

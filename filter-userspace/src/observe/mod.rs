@@ -1,3 +1,6 @@
-//! What the controller reads back about traffic: counters now; sampled events and metrics next.
+//! What the controller reads back about traffic: counters, and sampled drop events (written to
+//! pcap files by `capture`). Metrics next.
 
+pub mod pcap;
+pub mod samples;
 pub mod stats;
