@@ -379,3 +379,77 @@ fn a_killed_capture_leaves_sampling_raised_only_until_the_next_status() {
     assert_eq!(next.wait(Duration::from_secs(10)), 0, "{:?}", next.log);
     assert_eq!(tshark(&next.file).len(), 1);
 }
+
+/// The data-path cost of sampling, through BPF_PROG_TEST_RUN on one blocklisted frame: off,
+/// 1 in 1000 and 1 in 1 (at the default cap, as in a flood, and with the cap out of the way),
+/// measured in interleaved rounds so each setting sees the same machine. Prints a table; run
+/// with `cargo test --release --test capture -- --ignored --nocapture sampling_cost`.
+#[test]
+#[ignore = "a measurement, not a check: run by hand"]
+fn sampling_cost_per_packet() {
+    use filter_common::sample::{cpu_cap, SampleWord, DEFAULT_CAP, MAX_CPU_CAP};
+    use filter_common::sample::{STATE_LEASE, STATE_SAMPLE};
+    use filter_common::{ListKind, Reason};
+    use floodgate::lists::entries::parse_entry;
+    require_root();
+    let h = test_support::Harness::new().unwrap();
+    test_support::set_list(
+        h.pins(),
+        ListKind::Block,
+        &[parse_entry("198.18.0.64/26").unwrap()],
+    )
+    .unwrap();
+    let frame = test_support::udp_frame_from(IpAddr::V4(BLOCKED_A));
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| e).unwrap() as u32;
+    let word = |every: u32, cap: u32| {
+        SampleWord {
+            every,
+            readers: 1,
+            reasons: 1 << Reason::DroppedBlocklist as u32,
+            cpu_cap: cap,
+        }
+        .pack()
+    };
+    let settings = [
+        ("off", 0),
+        ("1 in 1000", word(1000, cpu_cap(DEFAULT_CAP, cpus))),
+        ("1 in 1, default cap", word(1, cpu_cap(DEFAULT_CAP, cpus))),
+        ("1 in 1, cap 65535/CPU", word(1, MAX_CPU_CAP)),
+    ];
+    let data = h.pins().open_map(filter_common::maps::STATE).unwrap();
+    let mut state = floodgate::state::raw::Mapped::<u64>::new(&data, true).unwrap();
+    let rounds = 15;
+    let repeat = 200_000;
+    let mut ns: Vec<Vec<f64>> = vec![Vec::new(); settings.len()];
+    for _ in 0..rounds {
+        for (i, (_, w)) in settings.iter().enumerate() {
+            state.set(
+                STATE_LEASE as usize,
+                floodgate::state::bans::now_ns() + 600_000_000_000,
+            );
+            state.set(STATE_SAMPLE as usize, *w);
+            let (action, t) = h.run(&frame, repeat).unwrap();
+            assert_eq!(action, test_support::XDP_DROP);
+            ns[i].push(t);
+        }
+    }
+    state.set(STATE_SAMPLE as usize, 0);
+    state.set(STATE_LEASE as usize, 0);
+    println!("\nsampling cost, blocklisted frame, {rounds} rounds x {repeat} runs: median (min-max) ns/packet; delta to off per round");
+    let off = ns[0].clone();
+    for ((label, _), v) in settings.iter().zip(&ns) {
+        let mut s = v.clone();
+        s.sort_by(f64::total_cmp);
+        let mut d: Vec<f64> = v.iter().zip(&off).map(|(a, b)| a - b).collect();
+        d.sort_by(f64::total_cmp);
+        println!(
+            "  {label:<22} {:>6.1} ({:.1}-{:.1})   delta {:+.1} ({:+.1}..{:+.1})",
+            s[s.len() / 2],
+            s[0],
+            s[s.len() - 1],
+            d[d.len() / 2],
+            d[0],
+            d[d.len() - 1]
+        );
+    }
+}
