@@ -63,6 +63,8 @@ struct SamplingState {
 
 impl SamplingState {
     fn open(pins: &PinDir) -> Result<Self> {
+        // Never recreate the directories of a filter that `detach --all` removed meanwhile.
+        pins.require_loaded()?;
         let dir = readers_dir(pins);
         for slot in 0..READER_SLOTS {
             let d = slot_dir(pins, slot);
