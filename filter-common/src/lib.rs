@@ -20,6 +20,7 @@ pub mod model;
 pub mod packet;
 pub mod parse;
 pub mod rules;
+pub mod sample;
 pub mod trie;
 
 use bytemuck::{Pod, Zeroable};
@@ -222,4 +223,6 @@ mod user {
     unsafe impl aya::Pod for Attachment {}
     unsafe impl aya::Pod for trie::Node {}
     unsafe impl aya::Pod for trie::NodeMeta {}
+    unsafe impl aya::Pod for sample::SampleRecord {}
+    unsafe impl aya::Pod for sample::SampleCpu {}
 }

@@ -7,7 +7,7 @@
 //! | --- | --- | --- | --- |
 //! | `COUNTERS` | per-CPU array | slot * REASON_SLOTS + reason -> [`Counter`](crate::Counter) | packets and bytes per interface and reason |
 //! | `IFACE_SLOTS` | array | ifindex -> u32 | counter slot of an interface (0: "other") |
-//! | `STATE` | array, mmapable | 0 -> u64, 1 -> u64 | generation word: bit 0 is the active set ([`state`]); layout version ([`LAYOUT_VERSION`]) |
+//! | `STATE` | array, mmapable | 0 -> u64, 1 -> u64, 2.. -> u64 | generation word: bit 0 is the active set ([`state`]); layout version ([`LAYOUT_VERSION`]); sampling word, lease, setting and reader slots ([`sample`](crate::sample)) |
 //! | `POLICY` | array, mmapable | set -> [`PolicyConfig`](crate::PolicyConfig) | malformed policy, block-list mode, what is in use |
 //! | `LIST_ROOT` | array, mmapable | (set, trie, family, /16 / 32) -> u64 | root cells, see [`trie`](crate::trie) |
 //! | `LIST_PARTS` | array, mmapable | (set, trie, family, /16) -> u64 | partition entries |
@@ -25,6 +25,9 @@
 //! | `SKETCH` | per-CPU array | slot -> u32 | count-min sketch deciding which sources get a bucket |
 //! | `BANS` | LRU hash | [`BanKey`](crate::limits::BanKey) -> [`Ban`](crate::limits::Ban) | banned sources and when each ban lapses |
 //! | `KNOWN` | LRU hash | [`KnownKey`](crate::limits::KnownKey) -> u64 | sources seen in peacetime |
+//! | `SAMPLE_CPU` | per-CPU array | 0 -> [`SampleCpu`](crate::sample::SampleCpu) | sampling countdown, token bucket, the record being filled |
+//! | `SAMPLER` | program array | 0 -> the sampler program | reached by tail call for a sampled packet |
+//! | `SAMPLES0`..`SAMPLES3` | ring buffer | | sampled drop records, one ring per reader ([`sample`](crate::sample)) |
 //! | `AYA_LOGS` | ring buffer (aya-log) | | rare kernel-side events (a ban placed) |
 //!
 //! The controller adds maps the program never reads: `ATTACHMENTS` (attached interfaces) and
@@ -50,12 +53,19 @@ pub const GLOBAL_BUCKETS: &str = "GLOBAL_BUCKETS";
 pub const SKETCH: &str = "SKETCH";
 pub const BANS: &str = "BANS";
 pub const KNOWN: &str = "KNOWN";
+pub const SAMPLE_CPU: &str = "SAMPLE_CPU";
+pub const SAMPLER: &str = "SAMPLER";
+/// The sampler program, tail-called from the main program.
+pub const SAMPLER_PROGRAM: &str = "fg_sample";
+/// The sample rings, one per reader slot (`SAMPLES[slot]`).
+pub const SAMPLES: [&str; crate::sample::READER_SLOTS as usize] =
+    ["SAMPLES0", "SAMPLES1", "SAMPLES2", "SAMPLES3"];
 /// aya-log's ring buffer (named by aya-log-ebpf).
 pub const AYA_LOGS: &str = "AYA_LOGS";
 
 /// Maps the product object declares, in the order `status` lists them (read-only data
 /// sections, such as aya-log's level, become maps named after their section too).
-pub const PRODUCT_MAPS: [&str; 21] = [
+pub const PRODUCT_MAPS: [&str; 27] = [
     COUNTERS,
     IFACE_SLOTS,
     STATE,
@@ -76,6 +86,12 @@ pub const PRODUCT_MAPS: [&str; 21] = [
     SKETCH,
     BANS,
     KNOWN,
+    SAMPLE_CPU,
+    SAMPLER,
+    SAMPLES[0],
+    SAMPLES[1],
+    SAMPLES[2],
+    SAMPLES[3],
     AYA_LOGS,
 ];
 
@@ -98,14 +114,14 @@ pub const ATTACHMENTS: &str = "ATTACHMENTS";
 /// live side by side until the flip); `attach --list-capacity` sets another on first load.
 pub const DEFAULT_POOL_NODES: u32 = 1 << 21;
 
-/// `STATE` entries: the generation word, and the layout version the controller wrote when it
-/// loaded the program.
-pub const STATE_ENTRIES: u32 = 2;
+/// `STATE` entries: the generation word, the layout version the controller wrote when it
+/// loaded the program, then sampling's words (see [`sample`](crate::sample)).
+pub const STATE_ENTRIES: u32 = crate::sample::STATE_READERS + crate::sample::READER_SLOTS;
 pub const STATE_LAYOUT: u32 = 1;
 /// The layout of every map and the meaning of its values, as this build reads and writes
 /// them. Bump it whenever either changes: a controller refuses pins of another layout instead
 /// of writing words the pinned program would misread.
-pub const LAYOUT_VERSION: u64 = 4;
+pub const LAYOUT_VERSION: u64 = 5;
 
 /// The generation word in `STATE`.
 pub mod state {

@@ -15,13 +15,21 @@ mod program {
     #[xdp]
     pub fn floodgate(ctx: XdpContext) -> u32 {
         let slot = observe::slot(&ctx);
-        let reason = decide::verdict(parse::packet(&ctx), slot);
+        let (reason, id) = decide::verdict_id(parse::packet(&ctx), slot);
         observe::count(&ctx, slot, reason);
+        observe::sample(&ctx, reason, id);
         if reason.is_drop() {
             xdp_action::XDP_DROP
         } else {
             xdp_action::XDP_PASS
         }
+    }
+
+    /// The sampler, reached by tail call from `floodgate` for a packet to sample (see
+    /// `filter_common::sample`): records it and returns the verdict's action.
+    #[xdp]
+    pub fn fg_sample(ctx: XdpContext) -> u32 {
+        observe::take(&ctx)
     }
 
     #[panic_handler]

@@ -3,13 +3,14 @@
 //! filter keeps its state when the controller exits and the bench object shares them.
 
 use aya_ebpf::macros::map;
-use aya_ebpf::maps::{Array, LruHashMap, PerCpuArray};
+use aya_ebpf::maps::{Array, LruHashMap, PerCpuArray, ProgramArray, RingBuf};
 use filter_common::limits::{
     Ban, BanKey, Bucket, GlobalBucket, KnownKey, LimitConf, SourceKey, BAN_ENTRIES, KNOWN_SOURCES,
     MAX_LIMITS, SKETCH_ROWS, SKETCH_WIDTH, SOURCE_BUCKETS as SOURCE_BUCKET_ENTRIES,
 };
 use filter_common::maps::{DEFAULT_POOL_NODES, LIMIT_COUNTER_SLOTS, RULE_COUNTER_SLOTS};
 use filter_common::rules::{RuleBits, BITS_ENTRIES, CLASS_TABLE_WORDS, INFO_ENTRIES};
+use filter_common::sample::{SampleCpu, RING_BYTES};
 use filter_common::trie::{Node, NodeMeta, PARTS_ENTRIES, ROOT_TABLE_WORDS, SETS};
 use filter_common::{Counter, PolicyConfig, MAX_IFINDEX, MAX_INTERFACES, REASON_SLOTS};
 
@@ -80,3 +81,21 @@ pub static BANS: LruHashMap<BanKey, Ban> = LruHashMap::pinned(BAN_ENTRIES, 0);
 
 #[map]
 pub static KNOWN: LruHashMap<KnownKey, u64> = LruHashMap::pinned(KNOWN_SOURCES, 0);
+
+/// Sampling's per-CPU countdown, token bucket and the record being filled.
+#[map]
+pub static SAMPLE_CPU: PerCpuArray<SampleCpu> = PerCpuArray::pinned(1, 0);
+
+/// Slot 0: the sampler program, tail-called for a packet to sample.
+#[map]
+pub static SAMPLER: ProgramArray = ProgramArray::pinned(1, 0);
+
+/// The sample rings, one per reader slot.
+#[map]
+pub static SAMPLES0: RingBuf = RingBuf::pinned(RING_BYTES, 0);
+#[map]
+pub static SAMPLES1: RingBuf = RingBuf::pinned(RING_BYTES, 0);
+#[map]
+pub static SAMPLES2: RingBuf = RingBuf::pinned(RING_BYTES, 0);
+#[map]
+pub static SAMPLES3: RingBuf = RingBuf::pinned(RING_BYTES, 0);

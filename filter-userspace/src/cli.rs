@@ -137,6 +137,37 @@ pub enum Command {
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         count: Option<u64>,
     },
+    /// Write sampled dropped frames to a pcap file (tcpdump, tshark and Wireshark open it),
+    /// until --count frames or --duration seconds, whichever comes first, or Ctrl-C.
+    /// Sampling is raised to every drop it asks for while it runs (at most the cap per
+    /// second), and returns to its setting when it ends.
+    Capture {
+        /// The pcap file to write (`-`: standard output).
+        #[arg(short = 'w', long = "write", value_name = "FILE")]
+        write: PathBuf,
+        /// Only frames dropped (or monitored) for this reason; repeat for several.
+        #[arg(long, value_name = "REASON", value_parser = crate::commands::capture::parse_reason)]
+        reason: Vec<filter_common::Reason>,
+        /// Only frames from sources in this address or CIDR; repeat for several.
+        #[arg(long, value_name = "CIDR")]
+        source: Vec<String>,
+        /// Stop after this many frames.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        count: Option<u64>,
+        /// Stop after this many seconds.
+        #[arg(long, value_name = "S", value_parser = crate::commands::capture::parse_duration)]
+        duration: Option<f64>,
+    },
+    /// Show or change the sampling of dropped packets that readers (capture) get: 1 in
+    /// --every drops, at most --cap records per second over all CPUs.
+    Sampling {
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=16_777_215))]
+        every: Option<u32>,
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        cap: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show or change the policy for truncated or malformed IP packets.
     Policy {
         #[arg(long, value_enum)]

@@ -25,6 +25,8 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("ping", "iputils-ping"),
     // tests/metrics.rs validates the exposition with `promtool check metrics`.
     ("promtool", "prometheus"),
+    // The capture tests read the pcap files back, packet by packet.
+    ("tshark", "tshark"),
 ];
 const BENCH_TOOLS: &[(&str, &str)] = &[
     ("bpftool", "bpftool"),

@@ -20,6 +20,7 @@ use filter_common::limits::{
 };
 use filter_common::packet::Packet;
 use filter_common::rules::MODE_MONITOR;
+use filter_common::sample::ID_NONE;
 use filter_common::trie::{Family, TRIE_PROTECTED};
 use filter_common::{PolicyConfig, MAX_INTERFACES, POLICY_BANS, POLICY_KNOWN, POLICY_PROTECTED};
 
@@ -338,6 +339,8 @@ struct Walk {
     slot: u32,
     classes: u32,
     outcome: u32,
+    /// Counter slot of the limit that dropped (or would have), for sampled records.
+    counter: u32,
 }
 
 const WALK_PASS: u32 = 0;
@@ -371,6 +374,7 @@ extern "C" fn limit_step(index: u64, walk: *mut c_void) -> i64 {
     observe::count_limit(conf.counter, w.packet.len);
     if conf.mode as u64 == MODE_MONITOR {
         w.outcome = WALK_MONITORED;
+        w.counter = conf.counter;
         return 0;
     }
     if conf.per == PER_SOURCE && conf.ban_ns != 0 {
@@ -378,15 +382,17 @@ extern "C" fn limit_step(index: u64, walk: *mut c_void) -> i64 {
         place_ban(conf, &w.packet, prefix, w.t, estimate);
     }
     w.outcome = WALK_DROP;
+    w.counter = conf.counter;
     1
 }
 
 /// Apply the policy's limits to a packet of set `set` arriving on counter slot `slot`.
-/// Protected sources are never limited (nor charged) nor banned.
+/// Protected sources are never limited (nor charged) nor banned. Also the counter slot of
+/// the limit that dropped (or would have).
 #[inline(always)]
-pub fn check(set: u32, policy: &PolicyConfig, p: &Packet, slot: u32) -> Outcome {
+pub fn check(set: u32, policy: &PolicyConfig, p: &Packet, slot: u32) -> (Outcome, u32) {
     if protected(set, policy, p) {
-        return Outcome::Pass;
+        return (Outcome::Pass, ID_NONE);
     }
     let mut walk = Walk {
         packet: *p,
@@ -396,6 +402,7 @@ pub fn check(set: u32, policy: &PolicyConfig, p: &Packet, slot: u32) -> Outcome 
         slot,
         classes: classes_of(p),
         outcome: WALK_PASS,
+        counter: ID_NONE,
     };
     let n = if policy.limits < MAX_LIMITS {
         policy.limits
@@ -411,9 +418,10 @@ pub fn check(set: u32, policy: &PolicyConfig, p: &Packet, slot: u32) -> Outcome 
             0,
         );
     }
-    match walk.outcome {
+    let outcome = match walk.outcome {
         WALK_DROP => Outcome::Drop,
         WALK_MONITORED => Outcome::Monitored,
         _ => Outcome::Pass,
-    }
+    };
+    (outcome, walk.counter)
 }

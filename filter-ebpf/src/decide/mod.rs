@@ -5,6 +5,7 @@
 
 use filter_common::packet::Packet;
 use filter_common::rules::{info_action, info_counter, ACTION_DROP, MAX_RULES, MODE_MONITOR};
+use filter_common::sample::ID_NONE;
 use filter_common::trie::{CELL_ALLOW, CELL_BLOCK, TRIE_LISTS};
 use filter_common::{MalformedPolicy, PolicyConfig, Reason};
 
@@ -35,18 +36,26 @@ fn policy(set: u32) -> PolicyConfig {
 /// `slot`.
 #[inline(always)]
 pub fn judge(set: u32, p: &Packet, slot: u32) -> Reason {
+    judge_id(set, p, slot).0
+}
+
+/// [`judge`], and the counter slot of the rule or limit that decided (or, for a monitored
+/// packet, that would have), else `ID_NONE`: sampled records name it.
+#[inline(always)]
+pub fn judge_id(set: u32, p: &Packet, slot: u32) -> (Reason, u32) {
     let policy = policy(set);
     let listed = lists::lookup(set, TRIE_LISTS, p);
     if listed == CELL_ALLOW {
-        return Reason::PassedAllowlisted;
+        return (Reason::PassedAllowlisted, ID_NONE);
     }
     if limits::banned(&policy, p) {
-        return Reason::DroppedBanned;
+        return (Reason::DroppedBanned, ID_NONE);
     }
     let mut monitored = false;
+    let mut id = ID_NONE;
     if listed == CELL_BLOCK {
         if u64::from(policy.block_mode) != MODE_MONITOR {
-            return Reason::DroppedBlocklist;
+            return (Reason::DroppedBlocklist, ID_NONE);
         }
         monitored = true;
     }
@@ -58,7 +67,10 @@ pub fn judge(set: u32, p: &Packet, slot: u32) -> Reason {
                 .copied()
                 .unwrap_or(0);
             observe::count_rule(info_counter(info), p.len);
-            monitored |= info_action(info) == ACTION_DROP;
+            if info_action(info) == ACTION_DROP {
+                monitored = true;
+                id = info_counter(info);
+            }
         }
         if let Some(r) = m.enforce {
             let info = RULE_INFO
@@ -66,38 +78,50 @@ pub fn judge(set: u32, p: &Packet, slot: u32) -> Reason {
                 .copied()
                 .unwrap_or(0);
             observe::count_rule(info_counter(info), p.len);
-            return if info_action(info) == ACTION_DROP {
+            let reason = if info_action(info) == ACTION_DROP {
                 Reason::DroppedRule
             } else {
                 Reason::PassedRule
             };
+            return (reason, info_counter(info));
         }
     }
     if policy.limits != 0 {
         match limits::check(set, &policy, p, slot) {
-            limits::Outcome::Drop => return Reason::DroppedRateLimit,
-            limits::Outcome::Monitored => monitored = true,
-            limits::Outcome::Pass => {}
+            (limits::Outcome::Drop, limit) => return (Reason::DroppedRateLimit, limit),
+            (limits::Outcome::Monitored, limit) => {
+                if !monitored {
+                    id = limit;
+                }
+                monitored = true;
+            }
+            (limits::Outcome::Pass, _) => {}
         }
     }
     if monitored {
-        Reason::Monitored
+        (Reason::Monitored, id)
     } else {
-        Reason::Passed
+        (Reason::Passed, ID_NONE)
     }
 }
 
 #[inline(always)]
 pub fn verdict(parsed: Parsed, slot: u32) -> Reason {
+    verdict_id(parsed, slot).0
+}
+
+/// [`verdict`] and the rule or limit that decided (see [`judge_id`]).
+#[inline(always)]
+pub fn verdict_id(parsed: Parsed, slot: u32) -> (Reason, u32) {
     match parsed {
-        Parsed::NonIp => Reason::PassedNonIp,
+        Parsed::NonIp => (Reason::PassedNonIp, ID_NONE),
         Parsed::Malformed => {
             if policy(active_set()).malformed_policy == MalformedPolicy::Pass as u32 {
-                Reason::PassedMalformed
+                (Reason::PassedMalformed, ID_NONE)
             } else {
-                Reason::DroppedMalformed
+                (Reason::DroppedMalformed, ID_NONE)
             }
         }
-        Parsed::Ip(p) => judge(active_set(), &p, slot),
+        Parsed::Ip(p) => judge_id(active_set(), &p, slot),
     }
 }

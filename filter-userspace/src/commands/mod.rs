@@ -3,9 +3,11 @@
 
 mod attach;
 mod bans;
+pub mod capture;
 mod lists;
 mod policy;
 mod run;
+mod sampling;
 mod stats;
 mod status;
 
@@ -82,6 +84,14 @@ pub fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Policy { malformed, json } => policy::malformed(&pins, malformed, json),
+        Command::Capture {
+            write,
+            reason,
+            source,
+            count,
+            duration,
+        } => capture::capture(&pins, &reason, &source, &write, count, duration),
+        Command::Sampling { every, cap, json } => sampling::sampling(&pins, every, cap, json),
     }
 }
 

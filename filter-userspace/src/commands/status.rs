@@ -33,6 +33,8 @@ pub fn status(pins: &PinDir, json: bool) -> Result<()> {
         return not_loaded(pins, json);
     };
     let snapshot = &obs.snapshot;
+    // Also clears the slots of sample readers that died (a capture killed with SIGKILL).
+    let sampling = crate::observe::samples::status(pins)?;
     let applied = &snapshot.policy;
     let policy = &applied.policy;
     let memory: serde_json::Map<String, serde_json::Value> = obs
@@ -108,6 +110,7 @@ pub fn status(pins: &PinDir, json: bool) -> Result<()> {
             "list_pool": {"nodes_in_use": in_use, "capacity": pool},
             "kernel_memory_bytes": {"total": total, "maps": memory},
             "malformed_policy": malformed,
+            "sampling": sampling,
         });
         outln!("{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(());
@@ -215,5 +218,6 @@ pub fn status(pins: &PinDir, json: bool) -> Result<()> {
         total as f64 / (1u64 << 20) as f64
     )?;
     outln!("malformed packets: {malformed}")?;
+    outln!("{}", super::sampling::render(&sampling))?;
     Ok(())
 }

@@ -303,6 +303,7 @@ pub fn ensure_loaded(pins: &PinDir, pool_nodes: u32) -> Result<()> {
     state
         .set(names::STATE_LAYOUT, names::LAYOUT_VERSION, 0)
         .context("cannot write the layout version")?;
+    load_sampler(&mut ebpf)?;
     let prog: &mut Xdp = ebpf
         .program_mut(PROGRAM_NAME)
         .with_context(|| format!("the XDP object has no `{PROGRAM_NAME}` program"))?
@@ -331,6 +332,27 @@ pub fn ensure_loaded(pins: &PinDir, pool_nodes: u32) -> Result<()> {
     // Pinned last: a pinned program is what "loaded" means to every other command.
     prog.pin(pins.prog())
         .with_context(|| format!("cannot pin {}", text::path(&pins.prog())))?;
+    Ok(())
+}
+
+/// Load the sampler program and put it in `SAMPLER` (which holds it for as long as the
+/// pinned map lives): the main program tail-calls it for a packet to sample.
+fn load_sampler(ebpf: &mut aya::Ebpf) -> Result<()> {
+    let sampler: &mut Xdp = ebpf
+        .program_mut(names::SAMPLER_PROGRAM)
+        .with_context(|| format!("the XDP object has no `{}` program", names::SAMPLER_PROGRAM))?
+        .try_into()?;
+    sampler
+        .load()
+        .map_err(|e| anyhow::Error::new(e).context("the kernel rejected the sampler program"))?;
+    let fd = sampler.fd()?.try_clone()?;
+    let mut array: aya::maps::ProgramArray<_> = ebpf
+        .map_mut(names::SAMPLER)
+        .context("the XDP object has no SAMPLER map")?
+        .try_into()?;
+    array
+        .set(0, &fd, 0)
+        .context("cannot put the sampler in SAMPLER")?;
     Ok(())
 }
 
@@ -805,6 +827,16 @@ fn remove_snapshots_and_maps(pins: &PinDir, foreign: &mut Vec<PathBuf>) -> Resul
     remove_files(&pins.maps_dir(), is_our_map, foreign)
 }
 
+/// The sample readers' lock directories (`readers/N`, empty): only those, so anything else
+/// there stays, and `readers/` with it.
+fn remove_reader_dirs(pins: &PinDir) {
+    let dir = pins.root().join("readers");
+    for slot in 0..filter_common::sample::READER_SLOTS {
+        let _ = std::fs::remove_dir(dir.join(slot.to_string()));
+    }
+    let _ = std::fs::remove_dir(&dir);
+}
+
 /// Detach everything and remove every pin floodgate made: the program and every map go away.
 /// Only a directory whose pinned program is floodgate's is touched, and in it only the pins
 /// floodgate makes (link pins only if they run that program); anything else, and the
@@ -865,6 +897,7 @@ fn remove_all_locked(pins: &PinDir) -> Result<Removed> {
         remove(&pins.prog())?;
     }
     remove_snapshots_and_maps(pins, &mut foreign)?;
+    remove_reader_dirs(pins);
     for dir in [pins.links_dir(), pins.state_dir(), pins.maps_dir()] {
         let _ = std::fs::remove_dir(&dir);
     }

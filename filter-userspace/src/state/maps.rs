@@ -169,7 +169,8 @@ impl ListMaps {
 
 #[cfg(test)]
 mod tests {
-    /// The program declares exactly the maps filter-common names, and nothing of the bench.
+    /// The program declares exactly the maps filter-common names, and nothing of the bench; its
+    /// programs are the filter and the sampler it tail-calls.
     #[test]
     fn product_object_holds_the_named_maps_and_one_program() {
         let obj = aya_obj::Object::parse(crate::XDP_OBJECT).expect("valid object");
@@ -184,7 +185,11 @@ mod tests {
         let mut want = filter_common::maps::PRODUCT_MAPS.to_vec();
         want.sort_unstable();
         assert_eq!(maps, want);
-        let programs: Vec<&str> = obj.programs.keys().map(String::as_str).collect();
-        assert_eq!(programs, ["floodgate"]);
+        let mut programs: Vec<&str> = obj.programs.keys().map(String::as_str).collect();
+        programs.sort_unstable();
+        assert_eq!(
+            programs,
+            [filter_common::maps::SAMPLER_PROGRAM, "floodgate"]
+        );
     }
 }
