@@ -24,6 +24,7 @@ const SCHEMAS: &[&str] = &[
     "check-invalid",
     "apply",
     "policy",
+    "sampling",
 ];
 
 const POLICY: &str = r#"
@@ -282,4 +283,16 @@ fn policy_json_is_as_documented() {
     );
     let v: Value = serde_json::from_str(&lab.ok(&["policy", "--json"])).expect("JSON");
     assert_eq!(v["malformed"], "pass");
+}
+
+#[test]
+fn sampling_json_is_as_documented() {
+    let (lab, _dir) = lab();
+    assert_documented("sampling", &lab.ok(&["sampling", "--json"]));
+    let text = lab.ok(&["sampling", "--every", "50", "--cap", "4000", "--json"]);
+    assert_documented("sampling", &text);
+    let v: Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(v["every"], 50);
+    assert_eq!(v["readers"], 0);
+    assert_eq!(v["effective_every"], 0, "no reader: sampling is off");
 }
