@@ -188,6 +188,11 @@ pub struct SampleCpu {
     /// The verdict handed to the sampler program (`fg_sample`, reached by tail call).
     pub reason: u32,
     pub id: u32,
+    /// Samples this CPU took and wrote to the readers' rings, samples the cap refused, and
+    /// records a full ring refused (one per ring): what a reader missed, and why.
+    pub written: u64,
+    pub capped: u64,
+    pub lost: u64,
     pub record: SampleRecord,
 }
 

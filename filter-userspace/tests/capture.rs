@@ -239,8 +239,17 @@ fn datagrams(src: Ipv4Addr, count: u16, base_port: u16) -> Vec<Datagram> {
         .collect()
 }
 
+/// The sampling setting and its readers as `status` shows them, without the counts of samples
+/// taken (they grow with every capture).
 fn sampling(lab: &Lab) -> serde_json::Value {
-    lab.status()["sampling"].clone()
+    let mut s = lab.status()["sampling"].clone();
+    s.as_object_mut().expect("an object").remove("samples");
+    s
+}
+
+/// The counts of samples taken since the filter was loaded.
+fn samples_taken(lab: &Lab) -> serde_json::Value {
+    lab.status()["sampling"]["samples"].clone()
 }
 
 #[test]
@@ -452,4 +461,43 @@ fn sampling_cost_per_packet() {
             d[d.len() - 1]
         );
     }
+}
+
+#[test]
+fn the_samples_a_capture_gets_are_counted_as_written() {
+    let lab = lab();
+    let dir = TempDir::new("i8c-").unwrap();
+    let before = samples_taken(&lab);
+    let mut cap = Capture::start(&lab, &dir, "counted.pcap", &["--count", "5"]);
+    send(&lab, &datagrams(BLOCKED_A, 5, 48000));
+    assert_eq!(cap.wait(Duration::from_secs(10)), 0, "{:?}", cap.log);
+    let after = samples_taken(&lab);
+    let grew = |k: &str| after[k].as_u64().unwrap() - before[k].as_u64().unwrap();
+    assert_eq!(grew("written"), 5, "{after}");
+    assert_eq!(grew("capped"), 0, "{after}");
+    assert_eq!(grew("lost"), 0, "{after}");
+}
+
+#[test]
+fn samples_over_the_cap_are_counted_as_capped_not_written() {
+    let lab = lab();
+    let dir = TempDir::new("i8c-").unwrap();
+    // The smallest cap: one record per second per CPU, after a burst of one.
+    lab.ok(&["sampling", "--cap", "1"]);
+    let before = samples_taken(&lab);
+    let mut cap = Capture::start(&lab, &dir, "capped.pcap", &["--duration", "3"]);
+    send(&lab, &datagrams(BLOCKED_A, 40, 49000));
+    assert_eq!(cap.wait(Duration::from_secs(10)), 0, "{:?}", cap.log);
+    let after = samples_taken(&lab);
+    let grew = |k: &str| after[k].as_u64().unwrap() - before[k].as_u64().unwrap();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+    let (written, capped) = (grew("written"), grew("capped"));
+    assert_eq!(
+        written + capped,
+        40,
+        "every drop was sampled or capped: {after}"
+    );
+    // 40 datagrams sent within a second or two: at most a burst and a refill per CPU.
+    assert!(written >= 1 && written <= 3 * cpus, "{after}");
+    assert_eq!(tshark(&cap.file).len() as u64, written);
 }

@@ -144,6 +144,7 @@ pub fn take(ctx: &XdpContext) -> u32 {
     }
     // A burst of one second's worth, then `cap` per second.
     let Some(tat) = gcra(c.tat, now, c.cost, c.cost * u64::from(cap - 1)) else {
+        c.capped += 1;
         return action;
     };
     c.tat = tat;
@@ -190,18 +191,21 @@ pub fn take(ctx: &XdpContext) -> u32 {
         }
     }
     let readers = (word >> READERS_SHIFT) as u32;
-    if readers & 1 != 0 {
-        let _ = SAMPLES0.output::<SampleRecord>(&*r, 0);
+    let mut lost = 0;
+    if readers & 1 != 0 && SAMPLES0.output::<SampleRecord>(&*r, 0).is_err() {
+        lost += 1;
     }
-    if readers & 2 != 0 {
-        let _ = SAMPLES1.output::<SampleRecord>(&*r, 0);
+    if readers & 2 != 0 && SAMPLES1.output::<SampleRecord>(&*r, 0).is_err() {
+        lost += 1;
     }
-    if readers & 4 != 0 {
-        let _ = SAMPLES2.output::<SampleRecord>(&*r, 0);
+    if readers & 4 != 0 && SAMPLES2.output::<SampleRecord>(&*r, 0).is_err() {
+        lost += 1;
     }
-    if readers & 8 != 0 {
-        let _ = SAMPLES3.output::<SampleRecord>(&*r, 0);
+    if readers & 8 != 0 && SAMPLES3.output::<SampleRecord>(&*r, 0).is_err() {
+        lost += 1;
     }
+    c.written += 1;
+    c.lost += lost;
     action
 }
 

@@ -37,8 +37,9 @@ pub fn render(s: &samples::SamplingStatus) -> String {
         ),
         (n, e) => format!("1 in {e}, {n} reader(s)"),
     };
+    let t = &s.samples;
     format!(
-        "sampling: 1 in {} drops, at most {} records/s; now {now}",
-        s.every, s.cap_per_second
+        "sampling: 1 in {} drops, at most {} records/s; now {now}; since load {} samples written, {} refused by the cap, {} lost to a full ring",
+        s.every, s.cap_per_second, t.written, t.capped, t.lost
     )
 }

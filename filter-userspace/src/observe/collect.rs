@@ -11,6 +11,7 @@ use filter_common::maps as names;
 use filter_common::trie::Family;
 use filter_common::ListKind;
 
+use super::samples::{self, SampleTotals};
 use super::stats::{self, IfaceStats, PolicyCounter};
 use crate::error::is_not_loaded;
 use crate::state::attach::{program_status, AttachedIface};
@@ -48,6 +49,8 @@ pub struct Observation {
     pub lists: Vec<ListSize>,
     /// Bans that have not lapsed.
     pub bans: u64,
+    /// What sampling has done since the filter was loaded.
+    pub samples: SampleTotals,
     /// List pool nodes in use and the pool's size.
     pub pool_in_use: u64,
     pub pool_nodes: u32,
@@ -96,6 +99,8 @@ pub fn collect(pins: &PinDir) -> Result<Option<Observation>> {
         })
         .collect();
     let live_bans = bans::list(pins, |_| None).map_or(0, |b| b.len() as u64);
+    // Pins of a filter loaded before sampling existed are refused earlier (layout version).
+    let samples = samples::totals(pins)?;
     let pool_in_use = snapshot.pool_in_use();
     let mut fill = vec![MapFill {
         map: names::LIST_NODES,
@@ -140,6 +145,7 @@ pub fn collect(pins: &PinDir) -> Result<Option<Observation>> {
         limits,
         lists,
         bans: live_bans,
+        samples,
         pool_in_use,
         pool_nodes,
         fill,

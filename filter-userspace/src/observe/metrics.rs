@@ -91,6 +91,7 @@ pub const METRICS: &[MetricDef] = &[
     def("floodgate_limit_bytes_total", "counter", &["limit", "mode"], "Bytes of the packets each limit refused"),
     def("floodgate_list_entries", "gauge", &["list", "family"], "Entries of the block and allow lists, per address family"),
     def("floodgate_bans", "gauge", &[], "Sources banned now (bans not yet lapsed)"),
+    def("floodgate_samples_total", "counter", &["outcome"], "Sampled drop events: written to the readers' rings, refused by the per-second cap (capped), or refused by a full ring (lost, one per ring)"),
     def("floodgate_map_entries", "gauge", &["map"], "Entries in use in a map (LIST_NODES: nodes of the list pool)"),
     def("floodgate_map_capacity_entries", "gauge", &["map"], "Entries a map can hold"),
     def("floodgate_map_memory_bytes", "gauge", &["map"], "Kernel memory charged for a map"),
@@ -218,6 +219,15 @@ pub fn registry(obs: Option<&Observation>, daemon: Option<&DaemonHealth>) -> Reg
             }),
         );
         b.gauge("floodgate_bans", clamp(o.bans));
+        b.counters(
+            "floodgate_samples_total",
+            [
+                ("written", o.samples.written),
+                ("capped", o.samples.capped),
+                ("lost", o.samples.lost),
+            ]
+            .map(|(outcome, v)| (vec![("outcome", outcome.to_string())], v)),
+        );
         b.gauges(
             "floodgate_map_entries",
             o.fill
@@ -320,6 +330,7 @@ mod tests {
         "map",
         "mode",
         "result",
+        "outcome",
     ];
 
     fn observation() -> Observation {
@@ -360,6 +371,11 @@ mod tests {
                 entries: 2,
             }],
             bans: 1,
+            samples: crate::observe::samples::SampleTotals {
+                written: 4,
+                capped: 2,
+                lost: 1,
+            },
             pool_in_use: 10,
             pool_nodes: 1024,
             fill: vec![MapFill {

@@ -19,7 +19,7 @@ use anyhow::{bail, Context, Result};
 use aya::maps::{MapData, RingBuf};
 use filter_common::maps as names;
 use filter_common::sample::{
-    cpu_cap, effective, reader_word, SampleWord, DEFAULT_CAP, LEASE_NS, READER_ACTIVE,
+    cpu_cap, effective, reader_word, SampleCpu, SampleWord, DEFAULT_CAP, LEASE_NS, READER_ACTIVE,
     READER_SLOTS, STATE_LEASE, STATE_READERS, STATE_SAMPLE, STATE_SAMPLE_CONF,
 };
 
@@ -143,6 +143,38 @@ impl SamplingState {
     }
 }
 
+/// What sampling has done since the filter was loaded, over all CPUs: samples written to the
+/// readers' rings, samples the per-second cap refused, and records lost to a full ring (one per
+/// ring that refused one: a reader that does not keep up).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SampleTotals {
+    pub written: u64,
+    pub capped: u64,
+    pub lost: u64,
+}
+
+/// Read [`SampleTotals`] (no lock, no write: a reading).
+pub fn totals(pins: &PinDir) -> Result<SampleTotals> {
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+    let sums = crate::state::raw::percpu_array_sums::<SampleCpu>(
+        &pins.open_map(names::SAMPLE_CPU)?,
+        1,
+        cpus,
+        |a, b| {
+            a.written += b.written;
+            a.capped += b.capped;
+            a.lost += b.lost;
+        },
+    )
+    .context("cannot read the sampler's counters")?;
+    let s = sums[0];
+    Ok(SampleTotals {
+        written: s.written,
+        capped: s.capped,
+        lost: s.lost,
+    })
+}
+
 /// Sampling as it stands, for `status`.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct SamplingStatus {
@@ -154,6 +186,7 @@ pub struct SamplingStatus {
     pub raised: bool,
     /// What the program applies now: 0 when sampling is off.
     pub effective_every: u32,
+    pub samples: SampleTotals,
 }
 
 /// Clear dead readers and republish (so a killed capture leaves nothing raised), then report.
@@ -172,6 +205,7 @@ pub fn status(pins: &PinDir) -> Result<SamplingStatus> {
             .iter()
             .any(|&r| r & READER_ACTIVE != 0 && r & filter_common::sample::READER_RAISES != 0),
         effective_every: SampleWord::unpack(word).every,
+        samples: totals(pins)?,
     })
 }
 
