@@ -767,3 +767,29 @@ fn apply_dry_run_refuses_more_ban_prefix_lengths_than_the_program_looks_up() {
     assert!(text(&out.stderr).contains(&place), "{}", text(&out.stderr));
     assert!(!pins.exists());
 }
+
+#[test]
+fn a_missing_policy_file_is_a_usage_error_as_a_missing_list_file_is() {
+    let missing = std::env::temp_dir().join(unique_name("fgnopolicy-"));
+    let missing = missing.to_str().unwrap();
+    let pins = std::env::temp_dir().join(unique_name("fgnopins-"));
+    for args in [
+        vec!["check", missing],
+        vec!["apply", "--dry-run", missing],
+        vec!["block", "load", missing],
+    ] {
+        let out = fg(&pins, &args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains(missing),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    assert!(!pins.exists());
+}

@@ -749,8 +749,15 @@ pub fn load(path: &Path) -> Result<Policy> {
 
 fn read_text(path: &Path) -> Result<String> {
     const MAX: u64 = 16 << 20;
-    let meta = std::fs::metadata(path)
-        .map_err(|e| anyhow::anyhow!("cannot read policy file {}: {e}", path.display()))?;
+    // A path that does not lead to a readable file is the caller's to fix (exit 2), as for a
+    // list file.
+    let unreadable = |e: std::io::Error| {
+        crate::error::usage(format!(
+            "cannot read policy file {}: {e}; give the path of a readable policy file",
+            crate::text::path(path)
+        ))
+    };
+    let meta = std::fs::metadata(path).map_err(unreadable)?;
     if meta.is_dir() {
         return Err(crate::error::usage(format!(
             "{} is a directory; give the policy file",
@@ -771,7 +778,7 @@ fn read_text(path: &Path) -> Result<String> {
             use std::io::Read;
             f.take(MAX + 1).read_to_end(&mut bytes)
         })
-        .map_err(|e| anyhow::anyhow!("cannot read policy file {}: {e}", path.display()))?;
+        .map_err(unreadable)?;
     if bytes.len() as u64 > MAX {
         return Err(crate::error::usage(format!(
             "{}: more than 16 MiB; a policy names big lists with block_files instead of inlining them",
