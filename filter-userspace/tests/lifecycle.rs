@@ -570,3 +570,40 @@ fn a_policy_interface_that_cannot_be_attached_fails_the_apply_and_detaches_nothi
     assert_eq!(v["interfaces"][0]["state"], "attached");
     assert_eq!(v["lists"]["block"]["ipv4"], 1);
 }
+
+#[test]
+fn applying_the_policy_in_force_again_publishes_nothing() {
+    require_root();
+    let net = VethPair::new().unwrap();
+    let dir = FreshDir::new();
+    let policy = policy_naming(&[&net.a_if], "skb");
+    let path = policy.path.to_str().unwrap();
+    let first = fg(&net.a, &dir.0, &["apply", path]);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let again = fg(&net.a, &dir.0, &["apply", "--json", path]);
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(report["report"]["unchanged"], true, "{report}");
+    assert_eq!(report["report"]["generation"], 1, "{report}");
+    let status: serde_json::Value =
+        serde_json::from_slice(&fg(&net.a, &dir.0, &["status", "--json"]).stdout).unwrap();
+    assert_eq!(status["generation"], 1);
+    // A real change still publishes.
+    let changed = test_support::TempFile::new(
+        "fgpolicy-",
+        format!(
+            "{}\n[[rule]]\nname = \"no-telnet\"\naction = \"drop\"\nprotocol = \"tcp\"\ndst_ports = [23]\n",
+            std::fs::read_to_string(&policy.path).unwrap()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let out = fg(
+        &net.a,
+        &dir.0,
+        &["apply", "--json", changed.path.to_str().unwrap()],
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["report"]["unchanged"], false, "{report}");
+    assert_eq!(report["report"]["generation"], 2, "{report}");
+}

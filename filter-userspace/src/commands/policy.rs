@@ -146,6 +146,12 @@ pub fn apply(pins: &PinDir, file: &Path, dry_run: bool, force: bool, json: bool)
             file.display(),
             report.generation
         )?;
+    } else if report.unchanged {
+        outln!(
+            "{} is the policy in force already: nothing was changed (generation {} stays in force)",
+            file.display(),
+            report.generation
+        )?;
     } else {
         outln!(
             "applied {} as generation {}",

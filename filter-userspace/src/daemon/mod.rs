@@ -86,7 +86,14 @@ fn reload(pins: &PinDir, config: &Path, why: &'static str) -> Reloaded {
             };
         }
     };
-    info!(
+    if report.unchanged {
+        info!(
+            "{why}: {} is the policy in force already; generation {} stays in force",
+            config.display(),
+            report.generation
+        );
+    } else {
+        info!(
         "{why}: applied {} as generation {} ({} rules added, {} removed, {} changed; {} limits added, {} removed, {} changed; attach {:?}, detach {:?})",
         config.display(),
         report.generation,
@@ -99,6 +106,7 @@ fn reload(pins: &PinDir, config: &Path, why: &'static str) -> Reloaded {
         report.attach,
         report.detach
     );
+    }
     let in_force = match in_force(pins) {
         Ok(p) => Some(p),
         Err(e) => {

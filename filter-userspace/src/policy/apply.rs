@@ -212,6 +212,9 @@ pub struct Report {
     pub settings_changed: Vec<String>,
     /// The filter is not loaded: the apply loads it first.
     pub loads: bool,
+    /// The policy in force already is this one (lists, rules, limits, settings, interfaces):
+    /// nothing is published, and `generation` stays in force.
+    pub unchanged: bool,
 }
 
 fn diff_named<T: PartialEq>(
@@ -311,7 +314,31 @@ fn prepare(
         guard::check(old, &next, policy)?;
     }
     report.generation = old.generation;
+    report.unchanged = changes_nothing(&old.policy, &edits, &report, &next);
     Ok((edits, report, next))
+}
+
+/// Whether publishing `next` would change nothing: no list edits, no interface to attach or
+/// detach, and the same policy with the same slots (only the time of the apply differs). A
+/// daemon then leaves the generation in force alone when an editor saves the file unchanged.
+fn changes_nothing(
+    old: &AppliedPolicy,
+    edits: &ListEdits,
+    report: &Report,
+    next: &AppliedPolicy,
+) -> bool {
+    // The stored policy keeps no list entries (the snapshot holds them): the list edits say
+    // whether they changed.
+    let without_lists = |a: &AppliedPolicy| {
+        let mut a = a.clone();
+        a.policy.lists = Default::default();
+        a.applied_at = 0;
+        a
+    };
+    edits.is_empty()
+        && report.attach.is_empty()
+        && report.detach.is_empty()
+        && without_lists(old) == without_lists(next)
 }
 
 /// Check `path`, guard against lockout, and publish it as one generation (or, with
@@ -388,6 +415,11 @@ fn apply_loaded(
     // show them and their lengths are not looked up.
     crate::state::bans::lift_covered(pins, &policy.lists.protected)?;
     next.manual_ban_prefixes = crate::state::bans::live_prefix_lengths(pins)?;
+    // The bans placed by hand may have changed since (placed, lapsed): check again with them.
+    report.unchanged = changes_nothing(&old.policy, &edits, &report, &next);
+    if report.unchanged {
+        return Ok(report);
+    }
     let new_rule_slots: Vec<u32> = next
         .rule_slots
         .iter()
