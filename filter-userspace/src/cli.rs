@@ -158,11 +158,14 @@ pub enum Command {
         #[arg(long, value_name = "S", value_parser = crate::commands::capture::parse_duration)]
         duration: Option<f64>,
     },
-    /// Show or change the sampling of dropped packets that readers (capture) get: 1 in
+    /// Show or change the sampling of dropped packets that readers (capture, top) get: 1 in
     /// --every drops, at most --cap records per second over all CPUs.
     Sampling {
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=16_777_215))]
+        /// 1 in this many drops; 0 turns sampling off for readers that do not raise it (top;
+        /// a capture still gets every drop it asks for).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(0..=16_777_215))]
         every: Option<u32>,
+        /// Records per second over all CPUs, after a burst of up to one second's worth.
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
         cap: Option<u32>,
         #[arg(long)]

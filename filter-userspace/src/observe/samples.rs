@@ -19,8 +19,8 @@ use anyhow::{bail, Context, Result};
 use aya::maps::{MapData, RingBuf};
 use filter_common::maps as names;
 use filter_common::sample::{
-    cpu_cap, effective, reader_word, SampleCpu, SampleWord, DEFAULT_CAP, LEASE_NS, READER_ACTIVE,
-    READER_SLOTS, STATE_LEASE, STATE_READERS, STATE_SAMPLE, STATE_SAMPLE_CONF,
+    cpu_cap, effective, reader_word, SampleCpu, SampleWord, DEFAULT_CAP, LEASE_NS, MAX_CPU_CAP,
+    READER_ACTIVE, READER_SLOTS, STATE_LEASE, STATE_READERS, STATE_SAMPLE, STATE_SAMPLE_CONF,
 };
 
 use crate::state::bans::now_ns;
@@ -37,6 +37,24 @@ fn readers_dir(pins: &PinDir) -> PathBuf {
 
 fn slot_dir(pins: &PinDir, slot: u32) -> PathBuf {
     readers_dir(pins).join(slot.to_string())
+}
+
+/// Create the reader slots' lock directories: done when the filter is loaded, under the lock
+/// that loading holds, so that a reader never creates (or recreates, racing a `detach --all`)
+/// anything in the pin directory.
+pub fn create_slots(pins: &PinDir) -> Result<()> {
+    for slot in 0..READER_SLOTS {
+        let d = slot_dir(pins, slot);
+        std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", text::path(&d)))?;
+    }
+    Ok(())
+}
+
+/// CPUs the program runs on: the cap is shared among them (possible but offline CPUs never
+/// take a sample, so counting them would shrink the cap).
+fn online_cpus() -> Result<u32> {
+    let cpus = aya::util::online_cpus().map_err(|(_, e)| e)?;
+    Ok((cpus.len() as u32).max(1))
 }
 
 /// flock without waiting; false if someone else holds it.
@@ -66,12 +84,11 @@ impl SamplingState {
         // Never recreate the directories of a filter that `detach --all` removed meanwhile.
         pins.require_loaded()?;
         let dir = readers_dir(pins);
-        for slot in 0..READER_SLOTS {
-            let d = slot_dir(pins, slot);
-            std::fs::create_dir_all(&d)
-                .with_context(|| format!("cannot create {}", text::path(&d)))?;
-        }
-        let lock = File::open(&dir).with_context(|| format!("cannot open {}", text::path(&dir)))?;
+        // Gone: a `detach --all` removed the filter meanwhile (never recreate its directories).
+        let lock = File::open(&dir).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => pins.not_loaded(),
+            _ => anyhow::Error::new(e).context(format!("cannot open {}", text::path(&dir))),
+        })?;
         loop {
             // SAFETY: flock on a descriptor we own; held briefly by whoever has it.
             if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } == 0 {
@@ -99,7 +116,7 @@ impl SamplingState {
         if w != 0 {
             return Ok(SampleWord::unpack(w));
         }
-        let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)? as u32;
+        let cpus = online_cpus()?;
         Ok(SampleWord {
             every: DEFAULT_EVERY,
             cpu_cap: cpu_cap(DEFAULT_CAP, cpus),
@@ -195,7 +212,7 @@ pub fn status(pins: &PinDir) -> Result<SamplingStatus> {
     s.tidy(pins)?;
     let word = s.publish()?;
     let conf = s.conf()?;
-    let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)? as u64;
+    let cpus = u64::from(online_cpus()?);
     let readers = s.readers();
     Ok(SamplingStatus {
         every: conf.every,
@@ -217,7 +234,13 @@ pub fn configure(pins: &PinDir, every: Option<u32>, cap: Option<u32>) -> Result<
         conf.every = e;
     }
     if let Some(c) = cap {
-        let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)? as u32;
+        let cpus = online_cpus()?;
+        let most = u64::from(MAX_CPU_CAP) * u64::from(cpus);
+        if u64::from(c) > most {
+            return Err(crate::error::usage(format!(
+                "--cap {c} is more than the program can count: at most {most} records/s on this machine ({MAX_CPU_CAP} per CPU); sampling was not changed"
+            )));
+        }
         conf.cpu_cap = cpu_cap(c, cpus);
     }
     conf.readers = 0;

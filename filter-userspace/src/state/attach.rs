@@ -329,6 +329,7 @@ pub fn ensure_loaded(pins: &PinDir, pool_nodes: u32) -> Result<()> {
             .pin(pins.map(names::ATTACHMENTS))
             .context("cannot pin the attachments map")?;
     }
+    crate::observe::samples::create_slots(pins)?;
     // Pinned last: a pinned program is what "loaded" means to every other command.
     prog.pin(pins.prog())
         .with_context(|| format!("cannot pin {}", text::path(&pins.prog())))?;
