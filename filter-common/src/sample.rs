@@ -4,13 +4,15 @@
 //!
 //! **Cost.** The program reads the sampling word (`STATE[STATE_SAMPLE]`) after the verdict,
 //! and only tests one bit of it: the bit of the packet's reason. With sampling off the word is
-//! 0, so every packet pays one load and one branch, and passes are never sampled (their bits
-//! are never set). Past that bit, a per-CPU countdown takes 1 in `every` packets, a per-CPU
-//! token bucket (coarse clock) keeps at most `cap` records per second per CPU, and only then
-//! is a record filled and handed to the rings.
+//! 0, so every packet pays one read of an array map (inlined by the verifier: an index check,
+//! a null check, the load) and one branch, and passes are never sampled (their bits are never
+//! set). Past that bit, a per-CPU countdown takes 1 in `every` packets; only those pay a tail
+//! call, where a per-CPU token bucket (coarse clock) keeps at most `cap` records per second per
+//! CPU (after a burst of up to one second's worth), and only then is a record filled and
+//! handed to the rings.
 //!
-//! **A program of its own.** Past that bit the main program stores the verdict in `SAMPLE_CPU`
-//! and tail-calls the sampler (`fg_sample`, in the `SAMPLER` program array), which parses the
+//! **A program of its own.** For a packet the countdown takes, the main program stores the
+//! verdict in `SAMPLE_CPU` and tail-calls the sampler (`fg_sample`, in the `SAMPLER` program array), which parses the
 //! frame again for the record's fields and returns the same action. The verifier checks the
 //! sampler once, on its own, instead of once for every path through the verdict.
 //!
@@ -20,7 +22,8 @@
 //! every ring whose bit is set, so every reader gets every sample.
 //!
 //! **Leases.** A reader renews `STATE[STATE_LEASE]` (a `bpf_ktime_get_coarse_ns` time) while
-//! it runs. Once the lease lapses the program itself turns sampling off (it writes 0 to the
+//! it runs. Once the lease lapses (or the word has no lease) the program itself turns sampling
+//! off (it writes 0 to the
 //! word and the lease), so a reader killed with SIGKILL cannot leave sampling raised: at most
 //! [`LEASE_NS`] later the next candidate packet ends it, and the next `capture` or `status`
 //! tidies the word as well.
@@ -188,8 +191,8 @@ pub struct SampleCpu {
     /// The verdict handed to the sampler program (`fg_sample`, reached by tail call).
     pub reason: u32,
     pub id: u32,
-    /// Samples this CPU took and wrote to the readers' rings, samples the cap refused, and
-    /// records a full ring refused (one per ring): what a reader missed, and why.
+    /// Records this CPU wrote to the readers' rings (one per ring), samples the cap refused,
+    /// and records a full ring refused (one per ring): what a reader missed, and why.
     pub written: u64,
     pub capped: u64,
     pub lost: u64,

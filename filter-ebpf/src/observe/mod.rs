@@ -2,7 +2,7 @@
 //! rule and per limit, and sampled drop events (see `filter_common::sample`).
 
 use aya_ebpf::bindings::xdp_action;
-use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_xdp_load_bytes};
+use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_xdp_get_buff_len, bpf_xdp_load_bytes};
 use aya_ebpf::programs::XdpContext;
 use filter_common::limits::gcra;
 use filter_common::maps::{LIMIT_COUNTER_SLOTS, RULE_COUNTER_SLOTS};
@@ -85,15 +85,26 @@ pub fn sample(ctx: &XdpContext, reason: Reason, id: u32) {
         return;
     };
     // SAFETY: per-CPU value: only this CPU touches it while this program runs.
+    let c = unsafe { &mut *c };
+    // The 1-in-N countdown here, not in the sampler: the N-1 skipped candidates pay no tail
+    // call.
+    let every = (word & EVERY_MASK) as u32;
+    let left = c.countdown;
+    if left != 0 && left < every {
+        c.countdown = left - 1;
+        return;
+    }
+    c.countdown = every.saturating_sub(1);
+    c.reason = reason as u32;
+    c.id = id;
+    // SAFETY: the sampler returns the action of the verdict handed over in `SAMPLE_CPU`.
     unsafe {
-        (*c).reason = reason as u32;
-        (*c).id = id;
         SAMPLER.tail_call(ctx, 0);
     }
 }
 
-/// The sampler program's body: countdown, lease, token bucket, then the record, written to
-/// every reader's ring. Returns the action of the verdict the main program handed over.
+/// The sampler program's body: lease, token bucket, then the record, written to every
+/// reader's ring. Returns the action of the verdict the main program handed over.
 #[inline(always)]
 pub fn take(ctx: &XdpContext) -> u32 {
     let Some(c) = SAMPLE_CPU.get_ptr_mut(0) else {
@@ -112,18 +123,14 @@ pub fn take(ctx: &XdpContext) -> u32 {
         Some(w) => unsafe { core::ptr::read_volatile(w) },
         None => 0,
     };
-    let every = (word & EVERY_MASK) as u32;
-    let left = c.countdown;
-    if left != 0 && left < every {
-        c.countdown = left - 1;
-        return action;
-    }
-    c.countdown = every.saturating_sub(1);
     let now = limits::now();
     if let Some(lease) = STATE.get_ptr_mut(STATE_LEASE) {
         // SAFETY: an aligned u64 in a map value.
         let expires = unsafe { core::ptr::read_volatile(lease) };
-        if expires != 0 && now > expires {
+        // A word without a lease is lapsed too: the controller writes the lease before the
+        // word, so only this clearing racing a republish leaves one, and a live reader
+        // republishes within a second.
+        if expires == 0 || now > expires {
             // The readers stopped renewing (killed): sampling ends here, not never.
             if let Some(w) = STATE.get_ptr_mut(STATE_SAMPLE) {
                 // SAFETY: as above.
@@ -155,7 +162,9 @@ pub fn take(ctx: &XdpContext) -> u32 {
     r.ifindex = ctx.ingress_ifindex() as u32;
     r.reason = reason;
     r.id = id;
-    r.wire_len = frame_len(ctx) as u32;
+    // The whole frame, all its fragments (multi-buffer XDP), not only the linear part.
+    // SAFETY: ctx.ctx is the xdp_md the kernel passed in.
+    r.wire_len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as u32;
     r.cap_len = copy_frame(ctx, &mut r.data) as u32;
     r.family = FAMILY_NONE;
     r.proto = 0;
@@ -190,21 +199,35 @@ pub fn take(ctx: &XdpContext) -> u32 {
             }
         }
     }
+    // One record per reader's ring: written, or lost to a full ring.
     let readers = (word >> READERS_SHIFT) as u32;
     let mut lost = 0;
-    if readers & 1 != 0 && SAMPLES0.output::<SampleRecord>(&*r, 0).is_err() {
-        lost += 1;
+    let mut written = 0;
+    if readers & 1 != 0 {
+        match SAMPLES0.output::<SampleRecord>(&*r, 0) {
+            Ok(()) => written += 1,
+            Err(_) => lost += 1,
+        }
     }
-    if readers & 2 != 0 && SAMPLES1.output::<SampleRecord>(&*r, 0).is_err() {
-        lost += 1;
+    if readers & 2 != 0 {
+        match SAMPLES1.output::<SampleRecord>(&*r, 0) {
+            Ok(()) => written += 1,
+            Err(_) => lost += 1,
+        }
     }
-    if readers & 4 != 0 && SAMPLES2.output::<SampleRecord>(&*r, 0).is_err() {
-        lost += 1;
+    if readers & 4 != 0 {
+        match SAMPLES2.output::<SampleRecord>(&*r, 0) {
+            Ok(()) => written += 1,
+            Err(_) => lost += 1,
+        }
     }
-    if readers & 8 != 0 && SAMPLES3.output::<SampleRecord>(&*r, 0).is_err() {
-        lost += 1;
+    if readers & 8 != 0 {
+        match SAMPLES3.output::<SampleRecord>(&*r, 0) {
+            Ok(()) => written += 1,
+            Err(_) => lost += 1,
+        }
     }
-    c.written += 1;
+    c.written += written;
     c.lost += lost;
     action
 }
