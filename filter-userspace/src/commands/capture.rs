@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use filter_common::sample::{sampleable, SampleRecord, SAMPLE_BYTES};
+use filter_common::sample::{sampleable, SampleRecord, RING_BYTES, SAMPLE_BYTES};
 use filter_common::Reason;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -53,7 +53,7 @@ pub fn parse_duration(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v > 0.0 && v <= 86_400.0 => Ok(v),
         _ => Err(format!(
-            "'{}' is not a number of seconds between 0 and 86400",
+            "'{}' is not a number of seconds above 0 and at most 86400",
             text::name(s)
         )),
     }
@@ -111,6 +111,45 @@ impl Filter {
     }
 }
 
+/// Where the captured records go, and how many went.
+struct Output<W: Write> {
+    pcap: PcapWriter<W>,
+    filter: Filter,
+    /// Wall clock minus the program's monotonic clock, in ns.
+    offset: i128,
+    written: u64,
+    count: Option<u64>,
+}
+
+impl<W: Write> Output<W> {
+    /// Write what the ring holds, at most one ring's worth (a flood refilling it as fast as
+    /// it is read never keeps the capture from its signals); true once `count` frames are in.
+    fn drain(&mut self, reader: &mut Reader) -> Result<bool> {
+        let most = RING_BYTES as usize / std::mem::size_of::<SampleRecord>();
+        for _ in 0..most {
+            let Some(item) = reader.ring().next() else {
+                break;
+            };
+            let Some(rec) = SampleRecord::from_bytes(&item) else {
+                continue;
+            };
+            drop(item);
+            if !self.filter.keeps(&rec) {
+                continue;
+            }
+            let ts = (i128::from(rec.time_ns) + self.offset).max(0) as u64;
+            self.pcap
+                .packet(ts, rec.bytes(), rec.wire_len)
+                .context("cannot write the capture file")?;
+            self.written += 1;
+            if self.count.is_some_and(|c| self.written >= c) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
 pub fn capture(
     pins: &PinDir,
     reasons: &[Reason],
@@ -128,7 +167,13 @@ pub fn capture(
         // through the restore below, not kill it.
         let mut int = signal(SignalKind::interrupt())?;
         let mut term = signal(SignalKind::terminate())?;
+        // A closed terminal (ssh gone) ends the capture as Ctrl-C does: file complete,
+        // sampling restored.
+        let mut hup = signal(SignalKind::hangup())?;
         let locked = Locked::loaded(pins, Access::Read)?;
+        // The slot first: with every slot taken, an existing file is left as it was.
+        let mut reader = Reader::claim(pins, filter.reasons, true)?;
+        drop(locked);
         let out: Box<dyn Write> =
             if file == Path::new("-") {
                 Box::new(std::io::stdout().lock())
@@ -137,11 +182,14 @@ pub fn capture(
                     format!("cannot create the capture file {}", text::path(file))
                 })?)
             };
-        let mut pcap = PcapWriter::new(BufWriter::new(out), SAMPLE_BYTES as u32)
-            .context("cannot write the capture file")?;
-        let mut reader = Reader::claim(pins, filter.reasons, true)?;
-        drop(locked);
-        let offset = wall_offset();
+        let mut out = Output {
+            pcap: PcapWriter::new(BufWriter::new(out), SAMPLE_BYTES as u32)
+                .context("cannot write the capture file")?,
+            filter,
+            offset: wall_offset(),
+            written: 0,
+            count,
+        };
         let _ = writeln!(
             std::io::stderr(),
             "floodgate: capturing sampled drops into {} (reader slot {})",
@@ -159,40 +207,38 @@ pub fn capture(
         let deadline = duration.map(|d| Instant::now() + Duration::from_secs_f64(d));
         let mut renew = tokio::time::interval(Duration::from_secs(1));
         renew.tick().await;
-        let mut written = 0u64;
         let result: Result<()> = async {
-            'outer: loop {
-                while let Some(item) = reader.ring().next() {
-                    let Some(rec) = SampleRecord::from_bytes(&item) else {
-                        continue;
-                    };
-                    drop(item);
-                    if !filter.keeps(&rec) {
-                        continue;
-                    }
-                    let ts = (i128::from(rec.time_ns) + offset).max(0) as u64;
-                    pcap.packet(ts, rec.bytes(), rec.wire_len)
-                        .context("cannot write the capture file")?;
-                    written += 1;
-                    if count.is_some_and(|c| written >= c) {
-                        break 'outer;
-                    }
+            loop {
+                if out.drain(&mut reader)? {
+                    break;
                 }
-                pcap.flush().context("cannot write the capture file")?;
+                out.pcap.flush().context("cannot write the capture file")?;
                 let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
                 if left == Some(Duration::ZERO) {
                     break;
                 }
                 let sleep = tokio::time::sleep(left.unwrap_or(Duration::from_secs(86_400)));
-                tokio::select! {
-                    ready = fd.readable() => ready?.clear_ready(),
-                    _ = renew.tick() => reader.renew()?,
-                    _ = sleep => break,
-                    _ = int.recv() => break,
-                    _ = term.recv() => break,
+                let stop = tokio::select! {
+                    ready = fd.readable() => {
+                        ready?.clear_ready();
+                        false
+                    }
+                    _ = renew.tick() => {
+                        reader.renew()?;
+                        false
+                    }
+                    _ = sleep => true,
+                    _ = int.recv() => true,
+                    _ = term.recv() => true,
+                    _ = hup.recv() => true,
+                };
+                if stop {
+                    // What the program wrote before the stop is the capture's too.
+                    out.drain(&mut reader)?;
+                    break;
                 }
             }
-            pcap.flush().context("cannot write the capture file")?;
+            out.pcap.flush().context("cannot write the capture file")?;
             Ok(())
         }
         .await;
@@ -200,6 +246,7 @@ pub fn capture(
         let released = reader.release();
         result?;
         released.context("cannot return sampling to its setting")?;
+        let written = out.written;
         let _ = writeln!(
             std::io::stderr(),
             "floodgate: {written} frame{} written to {}",
