@@ -8,7 +8,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use http_body_util::Full;
@@ -19,16 +19,23 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
-use crate::observe::collect::collect;
+use crate::observe::collect::{collect, Observation};
 use crate::observe::metrics::{encode, DaemonHealth, Format};
 use crate::state::PinDir;
 
 /// The longest a scrape waits for a reading of the filter.
 const READ_DEADLINE: Duration = Duration::from_secs(5);
 /// Connections served at once; more wait in the listen queue.
-const MAX_CONNECTIONS: usize = 16;
-/// A client must send its request head within this.
-const HEADER_DEADLINE: Duration = Duration::from_secs(10);
+const MAX_CONNECTIONS: usize = 64;
+/// A client must send its request head within this (a scraper sends it at once): idle and
+/// slow clients give their slot back quickly.
+const HEADER_DEADLINE: Duration = Duration::from_secs(2);
+/// The longest one connection is served, keep-alive included: a client that pipelines
+/// requests and never reads the answers cannot keep its slot.
+const CONNECTION_DEADLINE: Duration = Duration::from_secs(30);
+/// Scrapes within this of a reading share it: many scrapers (or one hammering) cost one
+/// reading of the filter, not one each.
+const READING_REUSED_FOR: Duration = Duration::from_secs(1);
 
 /// Shared with the daemon, which records each apply of its policy file.
 pub type Health = Arc<Mutex<DaemonHealth>>;
@@ -48,16 +55,20 @@ struct Server {
     pins: PinDir,
     health: Health,
     /// One reading of the filter at a time: scrapes queue here, not on the pin lock, and a
-    /// reading that outlives its scrape still keeps the next one waiting.
-    reading: Arc<tokio::sync::Mutex<()>>,
+    /// reading that outlives its scrape still keeps the next one waiting. It holds the last
+    /// reading and when it was taken.
+    reading: Arc<tokio::sync::Mutex<Option<Reading>>>,
 }
+
+/// A reading of the filter, and when it was taken.
+type Reading = (Instant, Arc<Observation>);
 
 /// Serve `listener` until the runtime ends.
 pub async fn serve(listener: TcpListener, pins: PinDir, health: Health) {
     let server = Arc::new(Server {
         pins,
         health,
-        reading: Arc::new(tokio::sync::Mutex::new(())),
+        reading: Arc::new(tokio::sync::Mutex::new(None)),
     });
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
@@ -79,13 +90,16 @@ pub async fn serve(listener: TcpListener, pins: PinDir, health: Health) {
                 let server = Arc::clone(&server);
                 async move { Ok::<_, Infallible>(server.respond(req).await) }
             });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
+            let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_DEADLINE)
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                debug!("metrics: connection from {peer}: {e}");
+                .serve_connection(TokioIo::new(stream), service);
+            match tokio::time::timeout(CONNECTION_DEADLINE, conn).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => debug!("metrics: connection from {peer}: {e}"),
+                Err(_) => {
+                    debug!("metrics: connection from {peer} closed after {CONNECTION_DEADLINE:?}")
+                }
             }
             drop(permit);
         });
@@ -130,10 +144,17 @@ impl Server {
         let pins = self.pins.clone();
         let reading = tokio::time::timeout(READ_DEADLINE, async {
             // Held until the reading ends, also when this scrape has given up on it.
-            let one = Arc::clone(&self.reading).lock_owned().await;
+            let mut last = Arc::clone(&self.reading).lock_owned().await;
+            if let Some((at, obs)) = last.as_ref() {
+                if at.elapsed() < READING_REUSED_FOR {
+                    return Ok(Ok(Some(Arc::clone(obs))));
+                }
+            }
             tokio::task::spawn_blocking(move || {
-                let obs = collect(&pins);
-                drop(one);
+                let obs = collect(&pins).map(|o| o.map(Arc::new));
+                if let Ok(Some(o)) = &obs {
+                    *last = Some((Instant::now(), Arc::clone(o)));
+                }
                 obs
             })
             .await
@@ -157,6 +178,6 @@ impl Server {
             }
         };
         let health = self.health.lock().expect("not poisoned").clone();
-        encode(obs.as_ref(), Some(&health), format)
+        encode(obs.as_deref(), Some(&health), format)
     }
 }
