@@ -607,3 +607,25 @@ fn applying_the_policy_in_force_again_publishes_nothing() {
     assert_eq!(report["report"]["unchanged"], false, "{report}");
     assert_eq!(report["report"]["generation"], 2, "{report}");
 }
+
+#[test]
+fn a_policy_asking_for_another_mode_than_attached_is_refused_and_changes_nothing() {
+    require_root();
+    let net = VethPair::new().unwrap();
+    let dir = FreshDir::new();
+    let skb = policy_naming(&[&net.a_if], "skb");
+    let first = fg(&net.a, &dir.0, &["apply", skb.path.to_str().unwrap()]);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let native = policy_naming(&[&net.a_if], "native");
+    let out = fg(&net.a, &dir.0, &["apply", native.path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("attached in skb mode"),
+        "{}",
+        text(&out.stderr)
+    );
+    let status: serde_json::Value =
+        serde_json::from_slice(&fg(&net.a, &dir.0, &["status", "--json"]).stdout).unwrap();
+    assert_eq!(status["generation"], 1);
+    assert_eq!(status["interfaces"][0]["mode"], "skb");
+}

@@ -403,10 +403,9 @@ fn apply_loaded(
 ) -> Result<Report> {
     let mut session = Session::open_for_change(pins)?;
     let old = session.current()?;
-    let attached: Vec<String> = crate::state::attach::attached(pins)?
-        .into_iter()
-        .map(|a| a.name)
-        .collect();
+    let links = crate::state::attach::attached(pins)?;
+    refuse_mode_changes(&links, policy, path)?;
+    let attached: Vec<String> = links.into_iter().map(|a| a.name).collect();
     let (edits, mut report, mut next) = prepare(&old, attached, policy, path, force)?;
     if dry_run {
         return Ok(report);
@@ -472,6 +471,38 @@ fn apply_loaded(
         }
     }
     Ok(report)
+}
+
+/// An interface the policy names in another mode than the one it is attached in: refused, as
+/// `attach` refuses it (switching means detaching, and the interface is unfiltered in between;
+/// an apply never does that by itself, and must not report the policy in force while the
+/// interface runs in the other mode).
+fn refuse_mode_changes(
+    links: &[crate::state::attach::AttachedIface],
+    policy: &Policy,
+    path: &Path,
+) -> Result<()> {
+    let Some(want) = &policy.interfaces else {
+        return Ok(());
+    };
+    if want.mode == "auto" {
+        return Ok(());
+    }
+    for link in links {
+        if want.names.contains(&link.name)
+            && link.state == crate::state::attach::LinkState::Attached
+            && link.mode != want.mode
+        {
+            let shown = crate::text::name(&link.name);
+            bail!(crate::error::UsageError(format!(
+                "{} asks for {shown} in {} mode, but it is attached in {} mode; to switch, run `floodgate detach {shown}` and apply again (the interface is unfiltered in between); nothing was changed",
+                path.display(),
+                want.mode,
+                link.mode
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Counter slots of the global limits of `next` that are new (by name and slot) or whose
