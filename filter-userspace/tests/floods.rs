@@ -781,7 +781,7 @@ fn the_lockout_guard_refuses_a_policy_that_would_drop_the_ssh_client() {
     refused(
         &lab,
         &["apply", protected_blocked.to_str().unwrap()],
-        "198.18.0.192/26 covers the protected prefix 198.18.0.128/25",
+        "198.18.0.192/26 lies inside the protected prefix 198.18.0.128/25",
     );
     let status = lab.status();
     assert_eq!(blocked_v4(&status), 0);
@@ -829,7 +829,7 @@ fn the_lockout_guard_refuses_block_and_ban_commands_that_would_drop_the_ssh_clie
     refused(
         &lab,
         &["block", "add", "198.18.0.200"],
-        "198.18.0.200/32 covers the protected prefix 198.18.0.128/25",
+        "198.18.0.200/32 lies inside the protected prefix 198.18.0.128/25",
     );
     assert_eq!(lab.ok(&["block", "list"]), "");
     assert_eq!(lab.ok(&["bans", "list"]).trim(), "no bans");

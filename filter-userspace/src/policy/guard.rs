@@ -150,6 +150,15 @@ fn contains(p: &Prefix, a: IpAddr) -> bool {
     p.to_ipnet().contains(&a)
 }
 
+/// How block entry `b` meets protected prefix `p`, for messages.
+fn meets(b: &Prefix, p: &Prefix) -> &'static str {
+    if b.to_ipnet().contains(&p.to_ipnet()) {
+        "covers"
+    } else {
+        "lies inside"
+    }
+}
+
 /// Whether two prefixes overlap, and an address in both.
 fn overlap(a: &Prefix, b: &Prefix) -> Option<IpAddr> {
     let (na, nb) = (a.to_ipnet(), b.to_ipnet());
@@ -255,7 +264,8 @@ pub fn check_for(
             if let Some(a) = overlap(p, b) {
                 if !allow.iter().any(|x| contains(x, a)) {
                     why.push(format!(
-                        "the block list entry {b} covers the protected prefix {p}"
+                        "the block list entry {b} {} the protected prefix {p}",
+                        meets(b, p)
                     ));
                 }
             }
@@ -303,7 +313,7 @@ pub fn check_block_add(snapshot: &Snapshot, adding: &[Prefix]) -> Result<()> {
         for b in adding {
             if let Some(a) = overlap(p, b) {
                 if !allow.iter().any(|x| contains(x, a)) {
-                    why.push(format!("{b} covers the protected prefix {p}"));
+                    why.push(format!("{b} {} the protected prefix {p}", meets(b, p)));
                 }
             }
         }
