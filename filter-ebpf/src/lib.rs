@@ -18,6 +18,8 @@
 )]
 
 #[cfg(target_arch = "bpf")]
+mod btf_map;
+#[cfg(target_arch = "bpf")]
 pub mod decide;
 #[cfg(target_arch = "bpf")]
 pub mod maps;

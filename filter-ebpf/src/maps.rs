@@ -1,9 +1,12 @@
 //! Every map of the product, named as `filter_common::maps` declares (a test checks the built
-//! object against that list). All but the LRU state and aya-log's are pinned by name, so the
-//! filter keeps its state when the controller exits and the bench object shares them.
+//! object against that list). All but aya-log's are pinned by name, so the filter keeps its
+//! state when the controller exits and the bench object shares them. Maps with a key and a
+//! value are BTF-defined ([`crate::btf_map`]) so that the kernel knows their types and
+//! `bpftool map dump` prints named fields; ring buffers and the program array cannot carry
+//! key or value types and stay in the legacy section.
 
-use aya_ebpf::macros::map;
-use aya_ebpf::maps::{Array, LruHashMap, PerCpuArray, ProgramArray, RingBuf};
+use aya_ebpf::macros::{btf_map, map};
+use aya_ebpf::maps::{ProgramArray, RingBuf};
 use filter_common::limits::{
     Ban, BanKey, Bucket, GlobalBucket, KnownKey, LimitConf, SourceKey, BAN_ENTRIES, KNOWN_SOURCES,
     MAX_LIMITS, SKETCH_ROWS, SKETCH_WIDTH, SOURCE_BUCKETS as SOURCE_BUCKET_ENTRIES,
@@ -14,77 +17,90 @@ use filter_common::sample::{SampleCpu, RING_BYTES};
 use filter_common::trie::{Node, NodeMeta, PARTS_ENTRIES, ROOT_TABLE_WORDS, SETS};
 use filter_common::{Counter, PolicyConfig, MAX_IFINDEX, MAX_INTERFACES, REASON_SLOTS};
 
-/// Lets the controller write tables through mmap instead of a syscall per entry.
-const BPF_F_MMAPABLE: u32 = 1 << 10;
+use crate::btf_map::{Array, LruHashMap, PerCpuArray};
 
-#[map]
-pub static COUNTERS: PerCpuArray<Counter> = PerCpuArray::pinned(MAX_INTERFACES * REASON_SLOTS, 0);
+/// A map size as the `.maps` definitions take it.
+const fn entries(n: u32) -> usize {
+    n as usize
+}
+
+/// Lets the controller write tables through mmap instead of a syscall per entry.
+const BPF_F_MMAPABLE: usize = 1 << 10;
+
+#[btf_map]
+pub static COUNTERS: PerCpuArray<Counter, { entries(MAX_INTERFACES * REASON_SLOTS) }, 0> =
+    PerCpuArray::new();
 
 /// ifindex -> counter slot (0: no slot).
-#[map]
-pub static IFACE_SLOTS: Array<u32> = Array::pinned(MAX_IFINDEX, 0);
+#[btf_map]
+pub static IFACE_SLOTS: Array<u32, { entries(MAX_IFINDEX) }, 0> = Array::new();
 
 /// The generation word: bit 0 says which set of tables is live.
-#[map]
-pub static STATE: Array<u64> = Array::pinned(filter_common::maps::STATE_ENTRIES, BPF_F_MMAPABLE);
+#[btf_map]
+pub static STATE: Array<u64, { entries(filter_common::maps::STATE_ENTRIES) }, BPF_F_MMAPABLE> =
+    Array::new();
 
-#[map]
-pub static POLICY: Array<PolicyConfig> = Array::pinned(SETS, BPF_F_MMAPABLE);
+#[btf_map]
+pub static POLICY: Array<PolicyConfig, { entries(SETS) }, BPF_F_MMAPABLE> = Array::new();
 
-#[map]
-pub static LIST_ROOT: Array<u64> = Array::pinned(ROOT_TABLE_WORDS, BPF_F_MMAPABLE);
+#[btf_map]
+pub static LIST_ROOT: Array<u64, { entries(ROOT_TABLE_WORDS) }, BPF_F_MMAPABLE> = Array::new();
 
-#[map]
-pub static LIST_PARTS: Array<u64> = Array::pinned(PARTS_ENTRIES, BPF_F_MMAPABLE);
+#[btf_map]
+pub static LIST_PARTS: Array<u64, { entries(PARTS_ENTRIES) }, BPF_F_MMAPABLE> = Array::new();
 
 /// The node pool; its size is chosen when the controller first loads the program.
-#[map]
-pub static LIST_NODES: Array<Node> = Array::pinned(DEFAULT_POOL_NODES, BPF_F_MMAPABLE);
+#[btf_map]
+pub static LIST_NODES: Array<Node, { entries(DEFAULT_POOL_NODES) }, BPF_F_MMAPABLE> = Array::new();
 
-#[map]
-pub static LIST_META: Array<NodeMeta> = Array::pinned(DEFAULT_POOL_NODES, BPF_F_MMAPABLE);
+#[btf_map]
+pub static LIST_META: Array<NodeMeta, { entries(DEFAULT_POOL_NODES) }, BPF_F_MMAPABLE> =
+    Array::new();
 
-#[map]
-pub static RULE_CLASSES: Array<u64> = Array::pinned(CLASS_TABLE_WORDS, BPF_F_MMAPABLE);
+#[btf_map]
+pub static RULE_CLASSES: Array<u64, { entries(CLASS_TABLE_WORDS) }, BPF_F_MMAPABLE> = Array::new();
 
-#[map]
-pub static RULE_BITS: Array<RuleBits> = Array::pinned(BITS_ENTRIES, BPF_F_MMAPABLE);
+#[btf_map]
+pub static RULE_BITS: Array<RuleBits, { entries(BITS_ENTRIES) }, BPF_F_MMAPABLE> = Array::new();
 
-#[map]
-pub static RULE_INFO: Array<u64> = Array::pinned(INFO_ENTRIES, BPF_F_MMAPABLE);
+#[btf_map]
+pub static RULE_INFO: Array<u64, { entries(INFO_ENTRIES) }, BPF_F_MMAPABLE> = Array::new();
 
-#[map]
-pub static RULE_MONITOR: Array<RuleBits> = Array::pinned(SETS, BPF_F_MMAPABLE);
+#[btf_map]
+pub static RULE_MONITOR: Array<RuleBits, { entries(SETS) }, BPF_F_MMAPABLE> = Array::new();
 
-#[map]
-pub static RULE_COUNTERS: PerCpuArray<Counter> = PerCpuArray::pinned(RULE_COUNTER_SLOTS, 0);
+#[btf_map]
+pub static RULE_COUNTERS: PerCpuArray<Counter, { entries(RULE_COUNTER_SLOTS) }, 0> =
+    PerCpuArray::new();
 
-#[map]
-pub static LIMITS: Array<LimitConf> = Array::pinned(SETS * MAX_LIMITS, BPF_F_MMAPABLE);
+#[btf_map]
+pub static LIMITS: Array<LimitConf, { entries(SETS * MAX_LIMITS) }, BPF_F_MMAPABLE> = Array::new();
 
-#[map]
-pub static LIMIT_COUNTERS: PerCpuArray<Counter> = PerCpuArray::pinned(LIMIT_COUNTER_SLOTS, 0);
+#[btf_map]
+pub static LIMIT_COUNTERS: PerCpuArray<Counter, { entries(LIMIT_COUNTER_SLOTS) }, 0> =
+    PerCpuArray::new();
 
-#[map]
-pub static SOURCE_BUCKETS: LruHashMap<SourceKey, Bucket> =
-    LruHashMap::pinned(SOURCE_BUCKET_ENTRIES, 0);
+#[btf_map]
+pub static SOURCE_BUCKETS: LruHashMap<SourceKey, Bucket, { entries(SOURCE_BUCKET_ENTRIES) }, 0> =
+    LruHashMap::new();
 
-#[map]
-pub static GLOBAL_BUCKETS: PerCpuArray<GlobalBucket> =
-    PerCpuArray::pinned(MAX_LIMITS * MAX_INTERFACES, 0);
+#[btf_map]
+pub static GLOBAL_BUCKETS: PerCpuArray<GlobalBucket, { entries(MAX_LIMITS * MAX_INTERFACES) }, 0> =
+    PerCpuArray::new();
 
-#[map]
-pub static SKETCH: PerCpuArray<u32> = PerCpuArray::pinned(SKETCH_ROWS * SKETCH_WIDTH, 0);
+#[btf_map]
+pub static SKETCH: PerCpuArray<u32, { entries(SKETCH_ROWS * SKETCH_WIDTH) }, 0> =
+    PerCpuArray::new();
 
-#[map]
-pub static BANS: LruHashMap<BanKey, Ban> = LruHashMap::pinned(BAN_ENTRIES, 0);
+#[btf_map]
+pub static BANS: LruHashMap<BanKey, Ban, { entries(BAN_ENTRIES) }, 0> = LruHashMap::new();
 
-#[map]
-pub static KNOWN: LruHashMap<KnownKey, u64> = LruHashMap::pinned(KNOWN_SOURCES, 0);
+#[btf_map]
+pub static KNOWN: LruHashMap<KnownKey, u64, { entries(KNOWN_SOURCES) }, 0> = LruHashMap::new();
 
 /// Sampling's per-CPU countdown, token bucket and the record being filled.
-#[map]
-pub static SAMPLE_CPU: PerCpuArray<SampleCpu> = PerCpuArray::pinned(1, 0);
+#[btf_map]
+pub static SAMPLE_CPU: PerCpuArray<SampleCpu, 1, 0> = PerCpuArray::new();
 
 /// Slot 0: the sampler program, tail-called for a packet to sample.
 #[map]

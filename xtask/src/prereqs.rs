@@ -27,6 +27,8 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("promtool", "prometheus"),
     // The capture tests read the pcap files back, packet by packet.
     ("tshark", "tshark"),
+    // tests/btf.rs reads the pinned maps with `bpftool map show` and `map dump`.
+    ("bpftool", "bpftool"),
 ];
 const BENCH_TOOLS: &[(&str, &str)] = &[
     ("bpftool", "bpftool"),
