@@ -1,11 +1,12 @@
 //! `floodgate capture` end to end: a blocked source sends a known set of UDP datagrams across a
 //! veth pair between throwaway namespaces (`i8c...`, with a pin directory of their own), a
 //! capture writes the sampled drops to a pcap file, and tshark reads the file back, packet by
-//! packet, against what was sent. Also: stopping by duration, the reason and source filters,
-//! two captures at once, and sampling returning to its setting however a capture ends.
+//! packet, against what was sent. Also: IPv6 frames (sent raw from a packet socket: the lab
+//! keeps IPv6 off), a capture to standard output, stopping by duration, the reason and source
+//! filters, two captures at once, and sampling returning to its setting however a capture ends.
 
-use std::io::{BufRead, BufReader};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::io::{BufRead, BufReader, Read as _, Write as _};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::mpsc;
@@ -70,21 +71,45 @@ struct Capture {
     file: PathBuf,
     stderr: mpsc::Receiver<String>,
     log: Vec<String>,
+    /// With `-w -`: everything it wrote to standard output, once it closes.
+    stdout: Option<std::thread::JoinHandle<Vec<u8>>>,
 }
 
 impl Capture {
     /// Start `capture -w FILE ARGS` and wait until it takes samples.
     fn start(lab: &Lab, dir: &TempDir, name: &str, args: &[&str]) -> Capture {
         let file = dir.path.join(name);
+        Self::spawn(lab, file, args)
+    }
+
+    /// Start `capture -w - ARGS` (the pcap on standard output) and wait until it takes
+    /// samples; [`Capture::output`] has what it wrote.
+    fn start_to_stdout(lab: &Lab, args: &[&str]) -> Capture {
+        Self::spawn(lab, PathBuf::from("-"), args)
+    }
+
+    fn spawn(lab: &Lab, file: PathBuf, args: &[&str]) -> Capture {
         let mut full = vec!["capture", "-w", file.to_str().unwrap()];
         full.extend_from_slice(args);
+        let to_stdout = file == Path::new("-");
         let mut child = lab
             .command(&full, &[])
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(if to_stdout {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn capture");
+        let stdout = child.stdout.take().map(|mut pipe| {
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                pipe.read_to_end(&mut bytes).expect("capture's stdout");
+                bytes
+            })
+        });
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -99,6 +124,7 @@ impl Capture {
             file,
             stderr: rx,
             log: Vec::new(),
+            stdout,
         };
         c.wait_line("capturing", Duration::from_secs(10));
         c
@@ -147,6 +173,17 @@ impl Capture {
     }
 }
 
+impl Capture {
+    /// What a `-w -` capture wrote to standard output (call once it has exited).
+    fn output(&mut self) -> Vec<u8> {
+        self.stdout
+            .take()
+            .expect("a capture to standard output")
+            .join()
+            .expect("stdout reader")
+    }
+}
+
 impl Drop for Capture {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -161,8 +198,8 @@ impl Drop for Capture {
 /// One packet as tshark reads it from a pcap file.
 #[derive(Debug, PartialEq, Eq)]
 struct Read {
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
+    src: IpAddr,
+    dst: IpAddr,
     sport: u16,
     dport: u16,
     len: usize,
@@ -170,9 +207,13 @@ struct Read {
 }
 
 fn tshark(file: &Path) -> Vec<Read> {
-    let out = std::process::Command::new("tshark")
-        .args(["-n", "-r"])
-        .arg(file)
+    tshark_from(file.to_str().expect("utf-8"), None)
+}
+
+/// tshark reading `input` (a path, or `-` for `stdin`'s bytes), IPv4 or IPv6 packets.
+fn tshark_from(input: &str, stdin: Option<&[u8]>) -> Vec<Read> {
+    let mut child = std::process::Command::new("tshark")
+        .args(["-n", "-r", input])
         .args([
             "-T",
             "fields",
@@ -181,7 +222,11 @@ fn tshark(file: &Path) -> Vec<Read> {
             "-e",
             "ip.src",
             "-e",
+            "ipv6.src",
+            "-e",
             "ip.dst",
+            "-e",
+            "ipv6.dst",
             "-e",
             "udp.srcport",
             "-e",
@@ -191,25 +236,42 @@ fn tshark(file: &Path) -> Vec<Read> {
             "-e",
             "frame.cap_len",
         ])
-        .output()
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("tshark (install the Debian package tshark)");
+    let out = std::thread::scope(|scope| {
+        // Fed from a thread of its own, so tshark's output never waits on its input.
+        if let Some(bytes) = stdin {
+            let mut pipe = child.stdin.take().unwrap();
+            scope.spawn(move || pipe.write_all(bytes).expect("pcap into tshark"));
+        }
+        child.wait_with_output().expect("tshark")
+    });
     assert!(
         out.status.success(),
-        "tshark cannot read {}: {}",
-        file.display(),
+        "tshark cannot read {input}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // One address of each pair is empty: the packet's family has the other.
+    let addr =
+        |v4: &str, v6: &str| -> IpAddr { if v4.is_empty() { v6 } else { v4 }.parse().unwrap() };
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| {
             let f: Vec<&str> = l.split(',').collect();
             Read {
-                src: f[0].parse().unwrap(),
-                dst: f[1].parse().unwrap(),
-                sport: f[2].parse().unwrap(),
-                dport: f[3].parse().unwrap(),
-                len: f[4].parse().unwrap(),
-                cap_len: f[5].parse().unwrap(),
+                src: addr(f[0], f[1]),
+                dst: addr(f[2], f[3]),
+                sport: f[4].parse().unwrap(),
+                dport: f[5].parse().unwrap(),
+                len: f[6].parse().unwrap(),
+                cap_len: f[7].parse().unwrap(),
             }
         })
         .collect()
@@ -217,8 +279,8 @@ fn tshark(file: &Path) -> Vec<Read> {
 
 fn expected(d: &Datagram) -> Read {
     Read {
-        src: d.src,
-        dst: VICTIM,
+        src: IpAddr::V4(d.src),
+        dst: IpAddr::V4(VICTIM),
         sport: d.sport,
         dport: d.dport,
         len: d.frame_len(),
@@ -387,6 +449,148 @@ fn a_killed_capture_leaves_sampling_raised_only_until_the_next_status() {
     send(&lab, &datagrams(BLOCKED_A, 1, 48000));
     assert_eq!(next.wait(Duration::from_secs(10)), 0, "{:?}", next.log);
     assert_eq!(tshark(&next.file).len(), 1);
+}
+
+/// A blocked IPv6 source (in fd00:8c::/64) and the victim's IPv6 address. The lab keeps
+/// IPv6 off on both ends (no router solicitation ever crosses the filter), so these frames
+/// go out raw from a packet socket: the filter judges them before any IP stack would.
+const BLOCKED_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x8c, 0, 0, 0, 0, 0, 0x66);
+const VICTIM_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x8c, 0, 0, 0, 0, 0, 1);
+
+/// One IPv6 UDP datagram to send raw.
+#[derive(Clone, Copy, Debug)]
+struct Datagram6 {
+    sport: u16,
+    dport: u16,
+    payload: usize,
+}
+
+impl Datagram6 {
+    /// Its Ethernet frame, from the sending end's MAC to the victim's.
+    fn frame(&self, lab: &Lab) -> Vec<u8> {
+        use filter_common::frames::{ethernet, ipv6, udp};
+        use filter_common::parse::{ETH_P_IPV6, IPPROTO_UDP};
+        let datagram = udp(self.sport, self.dport, &vec![0x6au8; self.payload]);
+        let mut f = ethernet(
+            ETH_P_IPV6,
+            &[],
+            &ipv6(BLOCKED_V6, VICTIM_V6, IPPROTO_UDP, &[], &datagram),
+        );
+        f[..6].copy_from_slice(&lab.a_mac);
+        f[6..12].copy_from_slice(&lab.b_mac);
+        f
+    }
+
+    fn expected(&self) -> Read {
+        // Ethernet, IPv6 without extension headers, UDP.
+        let len = 14 + 40 + 8 + self.payload;
+        Read {
+            src: IpAddr::V6(BLOCKED_V6),
+            dst: IpAddr::V6(VICTIM_V6),
+            sport: self.sport,
+            dport: self.dport,
+            len,
+            cap_len: len.min(128),
+        }
+    }
+}
+
+/// Send `frames` as they are, a millisecond apart, from a packet socket on the sending end.
+fn send_raw(lab: &Lab, frames: Vec<Vec<u8>>) {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let ifindex = lab.b_ifindex;
+    let dst_mac = lab.a_mac;
+    in_netns(lab.net.b.path(), move || {
+        // Protocol 0: the socket sends and receives nothing.
+        // SAFETY: socket(2) with constant arguments.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+        assert!(
+            fd >= 0,
+            "packet socket: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: a descriptor just opened and owned by nothing else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: sockaddr_ll is plain data; all zeroes is a valid value.
+        let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        to.sll_family = libc::AF_PACKET as u16;
+        to.sll_ifindex = ifindex as i32;
+        to.sll_halen = 6;
+        to.sll_addr[..6].copy_from_slice(&dst_mac);
+        for f in frames {
+            // SAFETY: `f` and `to` outlive the call; the lengths are theirs.
+            let n = unsafe {
+                libc::sendto(
+                    fd.as_raw_fd(),
+                    f.as_ptr().cast(),
+                    f.len(),
+                    0,
+                    std::ptr::from_ref(&to).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(
+                n,
+                f.len() as isize,
+                "sendto: {}",
+                std::io::Error::last_os_error()
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    })
+    .expect("raw sender");
+}
+
+#[test]
+fn capture_writes_each_dropped_ipv6_frame_as_sent() {
+    let lab = lab();
+    lab.ok(&["block", "add", "fd00:8c::/64"]);
+    let dir = TempDir::new("i8c-").unwrap();
+    let sent: Vec<Datagram6> = (0..8)
+        .map(|i| Datagram6 {
+            sport: 51000 + i,
+            dport: 8000 + i,
+            payload: if i == 2 { 400 } else { 5 + 9 * usize::from(i) },
+        })
+        .collect();
+    let mut cap = Capture::start(&lab, &dir, "v6.pcap", &["--count", "8"]);
+    send_raw(&lab, sent.iter().map(|d| d.frame(&lab)).collect());
+    assert_eq!(cap.wait(Duration::from_secs(10)), 0, "{:?}", cap.log);
+    let mut got = tshark(&cap.file);
+    got.sort_by_key(|r| r.sport);
+    assert_eq!(
+        got,
+        sent.iter().map(Datagram6::expected).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        lab.counters()[&filter_common::Reason::DroppedBlocklist],
+        8,
+        "every frame sent was dropped, and nothing else"
+    );
+}
+
+#[test]
+fn capture_to_standard_output_writes_a_pcap_that_tshark_reads() {
+    let lab = lab();
+    let sent = datagrams(BLOCKED_A, 5, 49000);
+    let mut cap = Capture::start_to_stdout(&lab, &["--count", "5"]);
+    send(&lab, &sent);
+    assert_eq!(cap.wait(Duration::from_secs(10)), 0, "{:?}", cap.log);
+    let pcap = cap.output();
+    assert_eq!(
+        pcap.get(..4),
+        Some(&0xa1b2_3c4du32.to_le_bytes()[..]),
+        "not a nanosecond pcap: {} bytes",
+        pcap.len()
+    );
+    let mut got = tshark_from("-", Some(&pcap));
+    got.sort_by_key(|r| r.sport);
+    assert_eq!(got, sent.iter().map(expected).collect::<Vec<_>>());
+    assert!(
+        cap.log.iter().any(|l| l.contains("5 frames written")),
+        "{:?}",
+        cap.log
+    );
 }
 
 /// The data-path cost of sampling, through BPF_PROG_TEST_RUN on one blocklisted frame: off,

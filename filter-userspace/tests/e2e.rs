@@ -172,10 +172,12 @@ impl Env {
     }
 }
 
-/// IfaceStats is Serialize only (it borrows reason names); read the JSON by hand.
+/// The interfaces of `stats --json`. IfaceStats is Serialize only (it borrows reason names);
+/// read the JSON by hand.
 fn parse_stats(json: &str) -> Vec<IfaceStats> {
     let v: serde_json::Value = serde_json::from_str(json).unwrap();
-    v.as_array()
+    v["interfaces"]
+        .as_array()
         .unwrap()
         .iter()
         .map(|i| IfaceStats {

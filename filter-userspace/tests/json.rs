@@ -183,9 +183,37 @@ fn stats_json_is_as_documented() {
     let text = lab.ok(&["stats", "--json"]);
     assert_documented("stats", &text);
     let v: Value = serde_json::from_str(&text).expect("JSON");
-    let reasons = v[0]["reasons"].as_object().expect("reasons");
+    let interfaces = v["interfaces"].as_array().expect("interfaces");
+    assert_eq!(interfaces[0]["interface"], lab.net.a_if.as_str());
+    assert_eq!(interfaces.last().expect("other")["interface"], "other");
+    let reasons = interfaces[0]["reasons"].as_object().expect("reasons");
     for r in filter_common::Reason::ALL {
         assert!(reasons.contains_key(r.name()), "no reason {}", r.name());
+    }
+    // The policy's rule and limit, so their elements were checked, and the generation
+    // `status` reports.
+    assert_eq!(v["rules"][0]["name"], "no-telnet");
+    assert_eq!(v["limits"][0]["name"], "syn");
+    assert_eq!(v["limits"][0]["class"], "tcp-syn");
+    assert_eq!(v["generation"], lab.status()["generation"]);
+}
+
+#[test]
+fn stats_watch_json_prints_one_documented_object_per_line() {
+    let (lab, _dir) = lab();
+    let text = lab.ok(&[
+        "stats",
+        "--watch",
+        "--json",
+        "--interval",
+        "0.1",
+        "--count",
+        "3",
+    ]);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    for line in lines {
+        assert_documented("stats", line);
     }
 }
 

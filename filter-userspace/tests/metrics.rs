@@ -228,9 +228,9 @@ fn stats_prometheus_passes_promtool_and_counts_every_blocked_packet() {
     // The same reading as `stats --json`.
     let json: serde_json::Value =
         serde_json::from_str(&lab.ok(&["stats", "--json"])).expect("stats --json");
-    let iface = json
+    let iface = json["interfaces"]
         .as_array()
-        .expect("array")
+        .expect("interfaces")
         .iter()
         .find(|i| i["interface"] == lab.net.a_if.as_str())
         .expect("the interface in stats --json");

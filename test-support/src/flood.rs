@@ -263,9 +263,9 @@ impl Lab {
     pub fn counters(&self) -> HashMap<Reason, u64> {
         let v: serde_json::Value =
             serde_json::from_str(&self.ok(&["stats", "--json"])).expect("stats --json");
-        let iface = v
+        let iface = v["interfaces"]
             .as_array()
-            .expect("stats array")
+            .expect("stats interfaces")
             .iter()
             .find(|i| i["interface"] == self.net.a_if.as_str())
             .unwrap_or_else(|| panic!("{} not in stats: {v}", self.net.a_if));

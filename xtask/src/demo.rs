@@ -221,9 +221,20 @@ mod serde_like {
         pub dropped_blocklist: u64,
     }
 
+    /// The elements of `stats --json`'s `interfaces` array (the rules and limits beside it
+    /// are not the demo's business).
     pub fn parse(json: &str) -> Vec<Iface> {
         let mut out = Vec::new();
-        for chunk in json.split("\"interface\"").skip(1) {
+        let Some(at) = json.find("\"interfaces\"") else {
+            return out;
+        };
+        let interfaces = &json[at..];
+        let end = ["\"rules\"", "\"limits\"", "\"generation\""]
+            .iter()
+            .filter_map(|k| interfaces.find(k))
+            .min()
+            .unwrap_or(interfaces.len());
+        for chunk in interfaces[..end].split("\"interface\"").skip(1) {
             let name = chunk.split('"').nth(1).unwrap_or("").to_string();
             let dropped = chunk
                 .split("\"dropped-blocklist\"")
@@ -256,4 +267,27 @@ pub fn on_interface(iface: &str) -> Result<()> {
     ignore_sigint();
     let _ = Command::new(&bin).args(["stats", "--watch"]).status();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::serde_like;
+
+    #[test]
+    fn reads_each_interface_of_stats_json_and_nothing_beside_it() {
+        let json = r#"{
+  "generation": 2,
+  "interfaces": [
+    { "interface": "fgva", "reasons": { "dropped-blocklist": { "bytes": 600, "packets": 10 } } },
+    { "interface": "other", "reasons": { "dropped-blocklist": { "bytes": 0, "packets": 0 } } }
+  ],
+  "limits": [],
+  "rules": [ { "name": "interface", "matched": { "packets": 7, "bytes": 70 } } ]
+}"#;
+        let got = serde_like::parse(json);
+        let names: Vec<&str> = got.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["fgva", "other"]);
+        assert_eq!(got[0].dropped_blocklist, 10);
+        assert_eq!(got[1].dropped_blocklist, 0);
+    }
 }

@@ -4,9 +4,11 @@ use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use filter_common::limits::CLASS_NAMES;
 use filter_common::Reason;
+use serde_json::json;
 
-use crate::observe::collect::collect;
+use crate::observe::collect::{collect, Observation};
 use crate::observe::metrics;
 use crate::observe::stats::{self, IfaceStats};
 use crate::outln;
@@ -24,7 +26,7 @@ pub fn stats(
     }
     let obs = collect(pins)?.ok_or_else(|| pins.not_loaded())?;
     if json {
-        outln!("{}", serde_json::to_string_pretty(&obs.counters)?)?;
+        outln!("{}", serde_json::to_string_pretty(&document(&obs))?)?;
     } else {
         crate::commands::out(format_args!(
             "{}{}",
@@ -33,6 +35,46 @@ pub fn stats(
         ))?;
     }
     Ok(())
+}
+
+/// The `stats --json` document (docs/json.md): counters per interface and reason, per rule and
+/// per limit of the policy in force, and the generation that policy belongs to. Names and
+/// shapes follow `status --json`'s rules and limits.
+pub fn document(obs: &Observation) -> serde_json::Value {
+    let policy = &obs.snapshot.policy.policy;
+    // `obs.rules` and `obs.limits` are read in policy order, one per rule and limit.
+    let rules: Vec<serde_json::Value> = policy
+        .rules
+        .iter()
+        .zip(&obs.rules)
+        .map(|(r, c)| {
+            json!({
+                "name": r.name,
+                "action": if r.drop { "drop" } else { "pass" },
+                "mode": c.mode,
+                "matched": {"packets": c.packets, "bytes": c.bytes},
+            })
+        })
+        .collect();
+    let limits: Vec<serde_json::Value> = policy
+        .limits
+        .iter()
+        .zip(&obs.limits)
+        .map(|(l, c)| {
+            json!({
+                "name": l.name,
+                "class": CLASS_NAMES[l.class as usize],
+                "mode": c.mode,
+                "refused": {"packets": c.packets, "bytes": c.bytes},
+            })
+        })
+        .collect();
+    json!({
+        "interfaces": obs.counters,
+        "rules": rules,
+        "limits": limits,
+        "generation": obs.generation(),
+    })
 }
 
 /// `stats --prometheus`: every metric once, in the text format 0.0.4. A filter that is not
@@ -119,18 +161,39 @@ pub fn render_policy_rates(prev: &PolicyCounters, now: &PolicyCounters, secs: f6
     out
 }
 
+/// `stats --watch --json`: one [`document`] per line, each from a reading of its own.
+fn watch_json(pins: &PinDir, interval: f64, count: Option<u64>) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut ticker = tokio::time::interval(Duration::from_secs_f64(interval));
+        ticker.tick().await;
+        let mut shown = 0u64;
+        while count.is_none_or(|c| shown < c) {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = tokio::signal::ctrl_c() => return Ok(()),
+            }
+            let obs = collect(pins)?.ok_or_else(|| pins.not_loaded())?;
+            outln!("{}", serde_json::to_string(&document(&obs))?)?;
+            shown += 1;
+        }
+        Ok(())
+    })
+}
+
 fn watch_stats(pins: &PinDir, json: bool, interval: f64, count: Option<u64>) -> Result<()> {
+    if json {
+        return watch_json(pins, interval, count);
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
         let period = Duration::from_secs_f64(interval);
         let mut prev = stats::read(pins)?;
-        let mut prev_policy = if json {
-            Default::default()
-        } else {
-            read_policy(pins)?
-        };
+        let mut prev_policy = read_policy(pins)?;
         let mut last = Instant::now();
         let mut ticker = tokio::time::interval(period);
         ticker.tick().await;
@@ -142,32 +205,24 @@ fn watch_stats(pins: &PinDir, json: bool, interval: f64, count: Option<u64>) -> 
                 _ = tokio::signal::ctrl_c() => return Ok(()),
             }
             let now = stats::read(pins)?;
-            let now_policy = if json {
-                Default::default()
-            } else {
-                read_policy(pins)?
-            };
+            let now_policy = read_policy(pins)?;
             let secs = last.elapsed().as_secs_f64();
             last = Instant::now();
-            if json {
-                outln!("{}", serde_json::to_string(&now)?)?;
-            } else {
-                let mut out = std::io::stdout().lock();
-                if tty {
-                    // Redraw in place: cursor home, clear screen.
-                    write!(out, "\x1b[H\x1b[2J")?;
-                } else if shown > 0 {
-                    // A pipe or file gets the tables one after another.
-                    writeln!(out)?;
-                }
-                write!(
-                    out,
-                    "{}{}",
-                    render_rates(&prev, &now, secs),
-                    render_policy_rates(&prev_policy, &now_policy, secs)
-                )?;
-                out.flush()?;
+            let mut out = std::io::stdout().lock();
+            if tty {
+                // Redraw in place: cursor home, clear screen.
+                write!(out, "\x1b[H\x1b[2J")?;
+            } else if shown > 0 {
+                // A pipe or file gets the tables one after another.
+                writeln!(out)?;
             }
+            write!(
+                out,
+                "{}{}",
+                render_rates(&prev, &now, secs),
+                render_policy_rates(&prev_policy, &now_policy, secs)
+            )?;
+            out.flush()?;
             prev = now;
             prev_policy = now_policy;
             shown += 1;
