@@ -11,6 +11,7 @@
 
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use aya::maps::{Array, MapData, PerCpuValues};
@@ -690,11 +691,32 @@ fn forget(pins: &PinDir, table: &mut Array<MapData, Attachment>, a: &AttachedIfa
     let link = pins.link(&a.name);
     if a.state != LinkState::Stale && link.exists() {
         remove(&link)?;
+        if let (true, Some(prog)) = (a.present, our_prog_id(pins)) {
+            wait_detached(a.link_ifindex, prog);
+        }
     }
     if let Some(slot) = a.slot {
         clear_record(pins, table, slot, a.ifindex)?;
     }
     Ok(())
+}
+
+/// How long a detach waits for the kernel to take the program off an interface.
+const DETACH_SETTLE: Duration = Duration::from_secs(2);
+
+/// Wait until program `prog` is off interface `ifindex` (at most [`DETACH_SETTLE`]). The
+/// kernel releases a link whose last pin is removed from a work queue, a moment later (longer
+/// on a loaded machine): without this, `detach` could return while the interface is still
+/// filtered.
+fn wait_detached(ifindex: u32, prog: u32) {
+    let deadline = std::time::Instant::now() + DETACH_SETTLE;
+    while matches!(netlink::xdp_program(ifindex), Ok(Some(p)) if p.prog_id == prog) {
+        if std::time::Instant::now() > deadline {
+            debug!("interface {ifindex} still has an XDP program after {DETACH_SETTLE:?}; the kernel releases it shortly");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// Clear every stale record (see the module doc).
@@ -880,6 +902,9 @@ fn remove_all_locked(pins: &PinDir) -> Result<Removed> {
     for (name, path, info) in link_pins(pins) {
         if is_our_link(info) {
             remove(&path)?;
+            if let Some(i) = info.filter(|i| i.ifindex != 0 && ifindex(&name) == Some(i.ifindex)) {
+                wait_detached(i.ifindex, i.prog_id);
+            }
             interfaces.push(name);
         } else {
             foreign.push(path);
