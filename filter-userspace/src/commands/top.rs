@@ -286,7 +286,12 @@ pub fn render(f: &mut Frame, s: &Snapshot) {
     ])
     .areas(tables);
     let header = |name: &'static str| {
-        Row::new([name, "SAMPLES", "EST. PKTS"]).style(Style::new().add_modifier(Modifier::BOLD))
+        Row::new([
+            name.to_string(),
+            format!("{:>8}", "SAMPLES"),
+            format!("{:>10}", "EST. PKTS"),
+        ])
+        .style(Style::new().add_modifier(Modifier::BOLD))
     };
     let widths = [
         Constraint::Min(12),
@@ -294,7 +299,11 @@ pub fn render(f: &mut Frame, s: &Snapshot) {
         Constraint::Length(10),
     ];
     let table = |title: &'static str, head: &'static str, rows: Vec<[String; 3]>| {
-        Table::new(rows.into_iter().map(Row::new), widths)
+        // Numbers right-aligned under their headings.
+        let rows = rows
+            .into_iter()
+            .map(|[k, n, e]| Row::new([k, format!("{n:>8}"), format!("{e:>10}")]));
+        Table::new(rows, widths)
             .header(header(head))
             .block(Block::bordered().title(title))
     };
