@@ -171,6 +171,22 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A live view of what is dropped: the top sources, source prefixes (/24, /48) and
+    /// destination ports from sampled drops over the last 10 s, and each reason's rate from
+    /// the counters with its history, redrawn in place; q, Esc or Ctrl-C quits. It reads the
+    /// samples at the operator's sampling setting (`floodgate sampling`) and changes nothing.
+    Top {
+        /// Seconds between redraws (and JSON snapshots).
+        #[arg(long, value_name = "SECONDS", default_value_t = 1.0, value_parser = parse_interval)]
+        interval: f64,
+        /// Print snapshots as JSON, one per line, each after one interval, then exit (no
+        /// terminal needed).
+        #[arg(long)]
+        json: bool,
+        /// Snapshots to print with --json.
+        #[arg(long, requires = "json", value_parser = clap::value_parser!(u64).range(1..))]
+        count: Option<u64>,
+    },
     /// Show or change the policy for truncated or malformed IP packets.
     Policy {
         #[arg(long, value_enum)]

@@ -25,6 +25,7 @@ const SCHEMAS: &[&str] = &[
     "apply",
     "policy",
     "sampling",
+    "top",
 ];
 
 const POLICY: &str = r#"
@@ -323,4 +324,66 @@ fn sampling_json_is_as_documented() {
     assert_eq!(v["every"], 50);
     assert_eq!(v["readers"], 0);
     assert_eq!(v["effective_every"], 0, "no reader: sampling is off");
+}
+
+/// `top --json` while a blocked source sends a few datagrams, in a lab of its own (`i8t...`)
+/// with sampling at every drop, so the tables it documents have rows.
+#[test]
+fn top_json_is_as_documented() {
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+    use std::time::{Duration, Instant};
+    require_root();
+    let source = Ipv4Addr::new(198, 18, 0, 66);
+    let lab = Lab::named(BIN, 1, "i8t").expect("lab");
+    lab.add_sources(&[source]).expect("source");
+    lab.ok(&["attach", &lab.net.a_if]);
+    lab.ok(&["block", "add", &source.to_string()]);
+    lab.ok(&["sampling", "--every", "1"]);
+    let mut top = lab
+        .command(&["top", "--json", "--count", "2"], &[])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn top");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lab.status()["sampling"]["readers"] != 1 {
+        assert!(Instant::now() < deadline, "top takes no samples");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    test_support::in_netns(lab.net.b.path(), move || {
+        let s = UdpSocket::bind(SocketAddr::new(IpAddr::V4(source), 0)).expect("bind");
+        for _ in 0..3 {
+            s.send_to(&[0; 16], (test_support::flood::VICTIM, 7000))
+                .expect("send");
+        }
+    })
+    .expect("sender");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while top.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = top.kill();
+            let _ = top.wait();
+            panic!("top --json --count 2 still running after 15 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = top.wait_with_output().expect("top");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    for line in &lines {
+        assert_documented("top", line);
+    }
+    let v: Value = serde_json::from_str(lines[1]).expect("JSON");
+    for table in ["sources", "prefixes", "ports", "reasons"] {
+        assert!(
+            !v[table].as_array().expect("array").is_empty(),
+            "{table}: {v}"
+        );
+    }
+    assert!(!v["reasons"][0]["history"]
+        .as_array()
+        .expect("history")
+        .is_empty());
 }

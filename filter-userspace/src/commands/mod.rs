@@ -10,6 +10,7 @@ mod run;
 mod sampling;
 mod stats;
 mod status;
+mod top;
 
 use std::io::Write;
 
@@ -92,6 +93,11 @@ pub fn run(cli: Cli) -> Result<()> {
             duration,
         } => capture::capture(&pins, &reason, &source, &write, count, duration),
         Command::Sampling { every, cap, json } => sampling::sampling(&pins, every, cap, json),
+        Command::Top {
+            interval,
+            json,
+            count,
+        } => top::top(&pins, interval, json, count),
     }
 }
 
