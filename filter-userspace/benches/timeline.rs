@@ -138,6 +138,13 @@ where
             .label_style(("sans-serif", 13))
             .axis_desc_style(("sans-serif", 14))
             .light_line_style(RGBColor(235, 235, 235))
+            .y_label_formatter(&|v| {
+                if y_max >= 100.0 {
+                    format!("{v:.0}")
+                } else {
+                    format!("{v:.1}")
+                }
+            })
             .draw()
             .map_err(err)?;
         for line in &plot.lines {
