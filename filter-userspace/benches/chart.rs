@@ -4,11 +4,8 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use plotters::prelude::*;
-use plotters::style::{register_font, FontStyle};
-
-const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
 
 pub struct Panel {
     pub title: String,
@@ -49,14 +46,7 @@ impl Bar {
 }
 
 pub fn draw(path: &Path, machine: &str, panels: &[Panel]) -> Result<()> {
-    let font = std::fs::read(FONT)
-        .with_context(|| format!("{FONT} (Debian fonts-dejavu-core) is needed for the chart"))?;
-    register_font(
-        "sans-serif",
-        FontStyle::Normal,
-        Box::leak(font.into_boxed_slice()),
-    )
-    .map_err(|_| anyhow::anyhow!("cannot use {FONT}"))?;
+    crate::timeline::use_font()?;
     let row_h = 26u32;
     let heights: Vec<u32> = panels
         .iter()

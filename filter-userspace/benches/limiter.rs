@@ -148,6 +148,7 @@ pub fn floods(
     let mut counters: BTreeMap<Generator, Vec<Value>> = BTreeMap::new();
     let mut buckets: Vec<f64> = Vec::new();
     let mut legit: Vec<crate::veth::LegitTally> = Vec::new();
+    let mut timeline: Option<Value> = None;
     for round in 0..rounds {
         for i in 0..CONFIGS.len() {
             let c = CONFIGS[(i + round) % CONFIGS.len()];
@@ -180,10 +181,21 @@ pub fn floods(
                         vb.flood_from(b, Layout::SplitCpus, g, &frame, n / 16)?;
                         let buckets_before = vb.source_buckets()?;
                         let before = vb.counters()?;
-                        let ((handled, secs), tally) =
+                        // The last round's flood, over time, for the flood chart.
+                        let record = round + 1 == rounds;
+                        let (((handled, secs), ticks), tally) =
                             vb.with_legit_client(LEGIT_PPS, legit_max, || {
-                                vb.flood_from(b, Layout::SplitCpus, g, &frame, n)
+                                let flood = || vb.flood_from(b, Layout::SplitCpus, g, &frame, n);
+                                if record {
+                                    let (out, ticks) = recorded(&vb, flood)?;
+                                    Ok((out, Some(ticks)))
+                                } else {
+                                    Ok((flood()?, None))
+                                }
                             })?;
+                        if let Some(ticks) = ticks {
+                            timeline = Some(flood_timeline(&ticks, &tally));
+                        }
                         let after = vb.counters()?;
                         mpps.entry((c, g))
                             .or_default()
@@ -375,6 +387,9 @@ pub fn floods(
                    "ring_drops": t.ring_drops, "rcvbuf_errors": t.rcvbuf_errors})).collect::<Vec<_>>()}),
     );
     rows.insert("source_buckets_created_by_random_flood".into(), b.json());
+    if let Some(t) = timeline {
+        rows.insert("timeline_random_source".into(), t);
+    }
     rows.insert(
         "method".into(),
         json!({"frames_per_flood": n, "warm_up_frames": n / 16, "bpf_stats_frames": n / 2,
@@ -384,6 +399,196 @@ pub fn floods(
                "legit_client": "a UDP socket on 198.18.0.2 in the sending namespace, 100 packets in peacetime (it becomes a known source), then up to the given count at its rate while the measured random-source flood runs; received = distinct sequence numbers read by a socket in the receiving namespace"}),
     );
     Ok(Value::Object(rows))
+}
+
+/// Cumulative counts at one moment of a recorded flood (seconds from its start).
+struct FloodTick {
+    t: f64,
+    at: Instant,
+    /// Frames the generator handed to the sending veth: taken by the receiver's ring, and
+    /// refused (ring full).
+    accepted: u64,
+    refused: u64,
+    /// floodgate's verdicts on the receiving veth.
+    passed: u64,
+    dropped: u64,
+}
+
+/// How often a recorded flood is read.
+const FLOOD_TICK: Duration = Duration::from_millis(100);
+
+/// Run `flood` while a thread reads the sending veth's statistics and floodgate's counters
+/// every [`FLOOD_TICK`] (one `ethtool -S` process each: a few ms of a CPU per tick).
+fn recorded<T: Send>(
+    vb: &VethBench,
+    flood: impl FnOnce() -> Result<T>,
+) -> Result<(T, Vec<FloodTick>)> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let done = AtomicBool::new(false);
+    let began = Instant::now();
+    let tick = || -> Result<FloodTick> {
+        let sender = vb.sender_stats()?;
+        let at = Instant::now();
+        let c = vb.counters()?;
+        let get = |k: &str| sender.get(k).copied().unwrap_or(0);
+        let count = |pick: &dyn Fn(Reason) -> bool| -> u64 {
+            Reason::ALL
+                .iter()
+                .filter(|&&r| pick(r))
+                .map(|r| c.get(r.name()).copied().unwrap_or(0))
+                .sum()
+        };
+        Ok(FloodTick {
+            t: at.duration_since(began).as_secs_f64(),
+            at,
+            accepted: get("tx_queue_0_xdp_xmit"),
+            refused: get("tx_queue_0_xdp_xmit_errors"),
+            passed: count(&|r| r == Reason::Passed),
+            dropped: count(&|r| r.is_drop()),
+        })
+    };
+    std::thread::scope(|s| {
+        let reader = s.spawn(|| -> Result<Vec<FloodTick>> {
+            let mut ticks = Vec::new();
+            let mut next = Duration::ZERO;
+            // Bounded by the flood's end, and by a minute whatever happens.
+            loop {
+                ticks.push(tick()?);
+                if done.load(Ordering::Relaxed) || began.elapsed() > Duration::from_secs(60) {
+                    return Ok(ticks);
+                }
+                next += FLOOD_TICK;
+                if let Some(wait) = next.checked_sub(began.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
+        });
+        let out = flood();
+        done.store(true, Ordering::Relaxed);
+        let ticks = reader.join().expect("flood reader panicked");
+        Ok((out?, ticks?))
+    })
+}
+
+/// The recorded flood as JSON: cumulative counts at each tick, the legitimate client's
+/// deliveries by then included.
+fn flood_timeline(ticks: &[FloodTick], tally: &crate::veth::LegitTally) -> Value {
+    let col = |f: &dyn Fn(&FloodTick) -> u64| ticks.iter().map(f).collect::<Vec<_>>();
+    json!({"interval_s": FLOOD_TICK.as_secs_f64(),
+           "what": "the last round's measured random-source flood: cumulative frames at each tick from its start; offered = taken + refused by the receiving veth's ring (the generator's frames), passed and dropped = floodgate's verdicts, legit_delivered = the legitimate client's packets its socket had received",
+           "legit_pps": LEGIT_PPS, "global_udp_pps": GLOBAL_PPS, "per_source_pps": PER_SOURCE_PPS,
+           "t_s": ticks.iter().map(|k| k.t).collect::<Vec<_>>(),
+           "offered": col(&|k| k.accepted + k.refused),
+           "accepted": col(&|k| k.accepted),
+           "passed": col(&|k| k.passed),
+           "dropped": col(&|k| k.dropped),
+           "legit_delivered": col(&|k| tally.arrivals.iter().filter(|&&a| a <= k.at).count() as u64)})
+}
+
+/// The limiter and flood charts from P4's report (whichever of the two it holds).
+pub fn charts(p4: &Value) -> Vec<(&'static str, String, Vec<crate::timeline::Plot>)> {
+    use crate::timeline::{rates, Line, Plot, BLUE, GREEN, GREY, ORANGE, RED};
+    let series = |v: &Value, key: &str| -> Vec<(f64, u64)> {
+        let t = v["t_s"].as_array().cloned().unwrap_or_default();
+        let c = v[key].as_array().cloned().unwrap_or_default();
+        t.iter()
+            .zip(&c)
+            .filter_map(|(t, c)| Some((t.as_f64()?, c.as_u64()?)))
+            .collect()
+    };
+    let end = |v: &Value| {
+        v["t_s"]
+            .as_array()
+            .and_then(|t| t.last())
+            .and_then(Value::as_f64)
+            .unwrap_or(0.0)
+    };
+    let mut out = Vec::new();
+    if let Some(v) = p4["accuracy"].get(format!("timeline_{TIMELINE_OVERLOAD}x")) {
+        let configured = v["configured_pps"].as_f64().unwrap_or(f64::NAN);
+        let warm_up = v["warm_up_s"].as_f64().unwrap_or(f64::NAN);
+        out.push((
+            "limiter.png",
+            format!(
+                "floodgate limiter: one source at {TIMELINE_OVERLOAD}x its per-source limit (BPF_PROG_TEST_RUN from 2 CPUs, paced)"
+            ),
+            vec![Plot {
+                title: format!(
+                    "passed against configured, per {} ms (burst {}; window after {warm_up} s)",
+                    TICK.as_millis(),
+                    v["burst"]
+                ),
+                unit: "packets per second".into(),
+                lines: vec![
+                    Line::new("offered", rates(&series(v, "offered"), 1.0), ORANGE),
+                    Line::flat("configured", configured, 0.0, end(v), GREY),
+                    Line::new("passed", rates(&series(v, "passed"), 1.0), BLUE),
+                ],
+            }],
+        ));
+    }
+    if let Some(v) = p4["flood"].get("timeline_random_source") {
+        let t1 = end(v);
+        let mpps = 1e-6;
+        out.push((
+            "p4-flood.png",
+            "floodgate P4: random-source (spoofed) flood through the limiter on a veth pair, with a legitimate client".into(),
+            vec![
+                Plot {
+                    title: format!(
+                        "frames per {} ms: offered by the generator, dropped by floodgate",
+                        FLOOD_TICK.as_millis()
+                    ),
+                    unit: "Mpps".into(),
+                    lines: vec![
+                        Line::new("offered", rates(&series(v, "offered"), mpps), ORANGE),
+                        Line::new(
+                            "taken by the receiver's ring",
+                            rates(&series(v, "accepted"), mpps),
+                            GREY,
+                        ),
+                        Line::new("dropped", rates(&series(v, "dropped"), mpps), RED),
+                    ],
+                },
+                Plot {
+                    title: format!(
+                        "passed (per-source {} pps, global UDP {} pps, known sources first)",
+                        v["per_source_pps"], v["global_udp_pps"]
+                    ),
+                    unit: "packets per second".into(),
+                    lines: vec![
+                        Line::flat(
+                            "global UDP threshold",
+                            v["global_udp_pps"].as_f64().unwrap_or(f64::NAN),
+                            0.0,
+                            t1,
+                            GREY,
+                        ),
+                        Line::new("passed", rates(&series(v, "passed"), 1.0), BLUE),
+                    ],
+                },
+                Plot {
+                    title: "the legitimate client (a known source) during the flood".into(),
+                    unit: "packets per second".into(),
+                    lines: vec![
+                        Line::flat(
+                            "sent",
+                            v["legit_pps"].as_f64().unwrap_or(f64::NAN),
+                            0.0,
+                            t1,
+                            GREY,
+                        ),
+                        Line::new(
+                            "delivered",
+                            rates(&series(v, "legit_delivered"), 1.0),
+                            GREEN,
+                        ),
+                    ],
+                },
+            ],
+        ));
+    }
+    out
 }
 
 /// The product's per-reason counters in slot 0 (test runs), summed over CPUs.
@@ -449,6 +654,7 @@ pub fn accuracy(rounds: usize, quick: bool) -> Result<Value> {
     let mut source = 0u32;
     let mut state_acc: BTreeMap<(u64, Arrival, State), Vec<f64>> = BTreeMap::new();
     let mut state_ns: BTreeMap<(bool, usize, State), Vec<f64>> = BTreeMap::new();
+    let mut timeline: Vec<Tick> = Vec::new();
     let cost_runs: u32 = if quick { 200_000 } else { 1_000_000 };
     for round in 0..rounds {
         for i in 0..OVERLOADS.len() {
@@ -459,6 +665,8 @@ pub fn accuracy(rounds: usize, quick: bool) -> Result<Value> {
                 Ipv4Addr::from(u32::from(Ipv4Addr::new(100, 72, 0, 0)) + source).into(),
             );
             let rate = (ACCURACY_PPS * overload) as f64;
+            // The first round's 10x run, over time, for the limiter chart.
+            let record = (round == 0 && overload == TIMELINE_OVERLOAD).then_some(&mut timeline);
             let (passed, offered, secs) = offer(
                 &h,
                 cpus,
@@ -466,8 +674,8 @@ pub fn accuracy(rounds: usize, quick: bool) -> Result<Value> {
                 &|f: &[u8], n| h.run(f, n).map(drop),
                 &frame,
                 rate,
-                warm_up,
-                window,
+                (warm_up, window),
+                record,
             )?;
             ratios
                 .entry(overload)
@@ -505,8 +713,8 @@ pub fn accuracy(rounds: usize, quick: bool) -> Result<Value> {
                 &|f: &[u8], n| test_support::run_frame(prog, f, n).map(drop),
                 &frame,
                 rate,
-                warm_up,
-                window,
+                (warm_up, window),
+                None,
             )?;
             state_acc
                 .entry((overload, arrival, state))
@@ -557,6 +765,16 @@ pub fn accuracy(rounds: usize, quick: bool) -> Result<Value> {
         );
     }
     out.insert(
+        format!("timeline_{TIMELINE_OVERLOAD}x"),
+        json!({"configured_pps": ACCURACY_PPS, "offered_pps": ACCURACY_PPS * TIMELINE_OVERLOAD,
+               "burst": ACCURACY_PPS / 10, "warm_up_s": warm_up, "interval_s": TICK.as_secs_f64(),
+               "what": "the first round's run: cumulative packets offered, passed and rate-limited, read every interval from the start of the warm-up",
+               "t_s": timeline.iter().map(|t| t.t).collect::<Vec<_>>(),
+               "offered": timeline.iter().map(|t| t.offered).collect::<Vec<_>>(),
+               "passed": timeline.iter().map(|t| t.passed).collect::<Vec<_>>(),
+               "rate_limited": timeline.iter().map(|t| t.limited).collect::<Vec<_>>()}),
+    );
+    out.insert(
         "state_over_cpus".into(),
         state_table(&state_acc, &state_ns, rounds, window, cpus, cost_runs),
     );
@@ -573,10 +791,26 @@ pub fn accuracy(rounds: usize, quick: bool) -> Result<Value> {
 /// Test runs of `repeat` copies of a frame through the program under measurement.
 type Run<'a> = &'a (dyn Fn(&[u8], u32) -> Result<()> + Sync);
 
+/// The overload whose run is recorded over time, and how often.
+const TIMELINE_OVERLOAD: u64 = 10;
+const TICK: Duration = Duration::from_millis(100);
+
+/// Cumulative packets at one moment of an accuracy run (seconds from its start).
+struct Tick {
+    t: f64,
+    offered: u64,
+    passed: u64,
+    limited: u64,
+}
+
 /// Offer `frame` at `rate` pps through `run`, from one thread on each CPU of `on`, for
-/// `warm_up` + `window` seconds; returns (packets passed, packets offered, seconds) over the
-/// window, from the product's counters (which the bench programs share).
-#[allow(clippy::too_many_arguments)]
+/// `warm_up` + `window` seconds (`phases`); returns (packets passed, packets offered, seconds)
+/// over the window, from the product's counters (which the bench programs share). With
+/// `timeline`, also the cumulative counts every [`TICK`] from the start of the warm-up.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one paced run: each argument is one of its knobs"
+)]
 fn offer(
     h: &test_support::Harness,
     cpus: usize,
@@ -584,8 +818,8 @@ fn offer(
     run: Run<'_>,
     frame: &[u8],
     rate: f64,
-    warm_up: f64,
-    window: f64,
+    (warm_up, window): (f64, f64),
+    mut timeline: Option<&mut Vec<Tick>>,
 ) -> Result<(u64, u64, f64)> {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Barrier;
@@ -593,6 +827,8 @@ fn offer(
     let threads = on.len();
     let per_thread = rate / threads as f64;
     let offered = AtomicU64::new(0);
+    // Every packet offered, warm-up included (for the timeline).
+    let offered_all = AtomicU64::new(0);
     // Main thread + workers meet at the window's start and end.
     let start = Barrier::new(threads + 1);
     let mark = Barrier::new(threads + 1);
@@ -601,7 +837,8 @@ fn offer(
     std::thread::scope(|s| -> Result<(u64, u64, f64)> {
         let mut workers = Vec::new();
         for &cpu in on {
-            let (offered, start, mark, end) = (&offered, &start, &mark, &end);
+            let (offered, offered_all) = (&offered, &offered_all);
+            let (start, mark, end) = (&start, &mark, &end);
             workers.push(s.spawn(move || -> Result<()> {
                 test_support::pin_thread_to_cpu(cpu)?;
                 start.wait();
@@ -624,6 +861,7 @@ fn offer(
                             break;
                         }
                         sent += f64::from(n);
+                        offered_all.fetch_add(u64::from(n), Ordering::Relaxed);
                         if marked {
                             offered.fetch_add(u64::from(n), Ordering::Relaxed);
                         }
@@ -638,10 +876,41 @@ fn offer(
             }));
         }
         start.wait();
+        let began = Instant::now();
+        let tick = || -> Result<Tick> {
+            let c = totals(h, cpus)?;
+            Ok(Tick {
+                t: began.elapsed().as_secs_f64(),
+                offered: offered_all.load(Ordering::Relaxed),
+                passed: c[Reason::Passed as usize],
+                limited: c[Reason::DroppedRateLimit as usize],
+            })
+        };
+        // Ticks up to the window's start (the workers wait at `mark` for this thread), then
+        // through the window until the last tick before its end.
+        let mut next = Duration::ZERO;
+        let mut tick_until = |limit: f64, timeline: &mut Option<&mut Vec<Tick>>| -> Result<()> {
+            let Some(series) = timeline else {
+                return Ok(());
+            };
+            while next.as_secs_f64() + 0.02 < limit {
+                if let Some(wait) = next.checked_sub(began.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+                series.push(tick()?);
+                next += TICK;
+            }
+            Ok(())
+        };
+        tick_until(warm_up, &mut timeline)?;
         mark.wait();
         let (t0, before) = (now(), totals(h, cpus)?);
+        tick_until(warm_up + window, &mut timeline)?;
         end.wait();
         let (t1, after) = (now(), totals(h, cpus)?);
+        if let Some(series) = &mut timeline {
+            series.push(tick()?);
+        }
         for w in workers {
             w.join().expect("offering thread panicked")?;
         }

@@ -316,7 +316,9 @@ impl VethBench {
         Ok(())
     }
 
-    fn sender_stats(&self) -> Result<HashMap<String, u64>> {
+    /// The sending veth's ethtool statistics (`tx_queue_0_xdp_xmit`: frames the receiver's
+    /// ring took; `tx_queue_0_xdp_xmit_errors`: frames it refused, full).
+    pub fn sender_stats(&self) -> Result<HashMap<String, u64>> {
         ethtool_stats(&self.net.b, &self.net.b_if)
     }
 
@@ -492,7 +494,7 @@ pub const LEGIT4: &str = "198.18.0.2";
 pub const LEGIT_PORT: u16 = 7777;
 
 /// What the legitimate client sent and what reached its receiver.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct LegitTally {
     pub sent: u64,
     pub received: u64,
@@ -503,6 +505,8 @@ pub struct LegitTally {
     /// flood frames (the sending namespace's UDP `SndbufErrors`: the veth's drop surfaces as
     /// ENOBUFS, which UDP counts there): lost before any XDP program sees them.
     pub ring_drops: u64,
+    /// When each packet that reached the receiver arrived (first copy of each).
+    pub arrivals: Vec<std::time::Instant>,
 }
 
 impl LegitTally {
@@ -657,7 +661,7 @@ impl VethBench {
         let ring_before = Self::udp_counter(&self.net.b, "SndbufErrors")?;
         let done = AtomicBool::new(false);
         let sent_all = AtomicBool::new(false);
-        let (out, sent, received) = std::thread::scope(|s| {
+        let (out, sent, received, arrivals) = std::thread::scope(|s| {
             let sender = s.spawn(|| -> u64 {
                 let started = Instant::now();
                 let mut sent = 0u64;
@@ -679,8 +683,9 @@ impl VethBench {
                 sent_all.store(true, Ordering::Relaxed);
                 sent
             });
-            let receiver = s.spawn(|| -> u64 {
+            let receiver = s.spawn(|| -> (u64, Vec<Instant>) {
                 let mut seen = vec![false; max as usize];
+                let mut arrivals = Vec::new();
                 let mut buf = [0u8; 64];
                 let mut quiet_since: Option<Instant> = None;
                 let started = Instant::now();
@@ -689,6 +694,9 @@ impl VethBench {
                         Ok(n) if n >= 8 && buf[..4] == tag.to_be_bytes() => {
                             let seq = u32::from_be_bytes(buf[4..8].try_into().unwrap());
                             if let Some(s) = seen.get_mut(seq as usize) {
+                                if !*s {
+                                    arrivals.push(Instant::now());
+                                }
                                 *s = true;
                             }
                             quiet_since = None;
@@ -708,13 +716,13 @@ impl VethBench {
                         break;
                     }
                 }
-                seen.iter().filter(|&&s| s).count() as u64
+                (seen.iter().filter(|&&s| s).count() as u64, arrivals)
             });
             let out = during();
             done.store(true, Ordering::Relaxed);
             let sent = sender.join().expect("legit sender panicked");
-            let received = receiver.join().expect("legit receiver panicked");
-            (out, sent, received)
+            let (received, arrivals) = receiver.join().expect("legit receiver panicked");
+            (out, sent, received, arrivals)
         });
         let rcvbuf_errors =
             Self::udp_counter(&self.net.a, "RcvbufErrors")?.saturating_sub(errors_before);
@@ -727,6 +735,7 @@ impl VethBench {
                 received,
                 rcvbuf_errors,
                 ring_drops,
+                arrivals,
             },
         ))
     }

@@ -26,7 +26,9 @@ mod geo;
 mod limiter;
 mod peers;
 mod policies;
+mod sampling;
 mod stats;
+mod timeline;
 mod veth;
 
 use std::collections::BTreeMap;
@@ -206,14 +208,26 @@ fn main() -> Result<()> {
         only.as_deref()
             .is_some_and(|o| o.split(',').any(|p| p == part))
     };
-    if want("p1") || want("p2") || want("p3") || want("p4") || named("p4-flood") {
+    if want("p1")
+        || want("p2")
+        || want("p3")
+        || want("p4")
+        || named("p4-flood")
+        || named("p1-sampling")
+    {
         let mut b = BenchObject::new(BENCH_POOL_NODES)?;
-        if want("p1") || want("p2") {
+        if want("p1") || want("p2") || named("p1-sampling") {
             // test_run measures on the calling CPU: stay on one, or caches restart at each move.
             test_support::pin_thread_to_cpu(1)?;
             if want("p1") {
                 let load = HostLoad::start();
                 p1(&b, &cfg, &mut report, &mut goals, real.as_ref())?;
+                load.end("p1", &mut host);
+            } else if named("p1-sampling") {
+                // `--only p1-sampling`: P1's sampling rows alone.
+                let load = HostLoad::start();
+                set_block(&b, &ten_entries())?;
+                report.insert("p1_sampling".into(), p1_sampling(&b, &cfg)?);
                 load.end("p1", &mut host);
             }
             if want("p2") {
@@ -246,10 +260,16 @@ fn main() -> Result<()> {
     // `--only p4-accuracy`: P4's test-run rows without its veth floods (no bench object).
     if named("p4-accuracy") && !want("p4") {
         let load = HostLoad::start();
-        report.insert(
-            "p4_limiter".into(),
-            json!({"accuracy": limiter::accuracy(cfg.rounds, quick)?}),
-        );
+        // Beside the floods of `--only p4-flood,p4-accuracy`, not in their place.
+        let accuracy = limiter::accuracy(cfg.rounds, quick)?;
+        match report.get_mut("p4_limiter").and_then(Value::as_object_mut) {
+            Some(p4) => {
+                p4.insert("accuracy".into(), accuracy);
+            }
+            None => {
+                report.insert("p4_limiter".into(), json!({ "accuracy": accuracy }));
+            }
+        }
         load.end("p4", &mut host);
     }
     // The CLI compiles lists on every CPU: let its processes have them all.
@@ -314,6 +334,15 @@ fn main() -> Result<()> {
     match chart::draw(&png, &machine, &panels(&report)) {
         Ok(()) => println!("wrote {}", png.canonicalize()?.display()),
         Err(e) => println!("chart not drawn: {e:#}"),
+    }
+    if let Some(p4) = report.get("p4_limiter") {
+        for (file, title, plots) in limiter::charts(p4) {
+            let png = dir.join(file);
+            match timeline::draw(&png, &format!("{title} — {machine}"), &plots) {
+                Ok(()) => println!("wrote {}", png.canonicalize()?.display()),
+                Err(e) => println!("{file} not drawn: {e:#}"),
+            }
+        }
     }
     Ok(())
 }
@@ -433,6 +462,7 @@ fn p1(
     let (rows, samples) = p1_phase(b, cfg, &ten_cases, xdp_filter.as_ref(), &policy.rows())?;
     all.push(("10-entry lists".into(), rows));
     policy.check()?;
+    report.insert("p1_sampling".into(), p1_sampling(b, cfg)?);
     if let Some(r) = real {
         let secs = set_block(b, &r.prefixes)?;
         println!(
@@ -529,6 +559,11 @@ fn p1(
         policies::PolicyRows::report(&samples, "ours: IPv4 pass", goals),
     );
     Ok(())
+}
+
+/// P1's sampling rows (benches/sampling.rs), on the blocklisted IPv4 frame of the 10-entry lists.
+fn p1_sampling(b: &BenchObject, cfg: &Config) -> Result<Value> {
+    sampling::rows(b, cfg.rounds, cfg.repeat, &frame_v4("198.51.100.7"))
 }
 
 /// A P1 row: floodgate, xdp-filter and the floor, over the same rounds.
@@ -966,6 +1001,34 @@ fn panels(report: &Report) -> Vec<chart::Panel> {
                 mark: Some((0.4, "goal for IPv6 listed and near miss: 0.4x".into())),
             });
         }
+    }
+    if let Some(smp) = report.get("p1_sampling").and_then(|v| v.as_object()) {
+        let mut rows = Vec::new();
+        let mut deltas = Vec::new();
+        for (label, v) in smp {
+            if let Some(s) = spread_of(&v["ns"]) {
+                rows.push(Bar::spread(label.clone(), &s, v["every"] != 0));
+            }
+            if v["every"] != 0 {
+                if let Some(s) = spread_of(&v["ns_over_off"]) {
+                    deltas.push(Bar::spread(label.clone(), &s, true));
+                }
+            }
+        }
+        out.push(chart::Panel {
+            title:
+                "P1  sampled drop events: blocklisted frame, a reader draining (BPF_PROG_TEST_RUN)"
+                    .into(),
+            unit: "ns",
+            rows,
+            mark: None,
+        });
+        out.push(chart::Panel {
+            title: "P1  sampling's cost over sampling off, per round".into(),
+            unit: "ns",
+            rows: deltas,
+            mark: None,
+        });
     }
     if let Some(pol) = report.get("p1_policy").and_then(|v| v.as_object()) {
         let mut rows = Vec::new();

@@ -379,9 +379,23 @@ fn capture_keeps_only_the_reason_asked_for() {
         "rules.pcap",
         &["--reason", "dropped-rule", "--duration", "2"],
     );
+    // A capture of the reason these drops have, beside it: sampling did work.
+    let mut control = Capture::start(
+        &lab,
+        &dir,
+        "blocklist.pcap",
+        &["--reason", "dropped-blocklist", "--count", "5"],
+    );
     send(&lab, &datagrams(BLOCKED_A, 5, 44000));
     assert_eq!(cap.wait(Duration::from_secs(10)), 0, "{:?}", cap.log);
+    assert_eq!(
+        control.wait(Duration::from_secs(10)),
+        0,
+        "{:?}",
+        control.log
+    );
     assert!(tshark(&cap.file).is_empty());
+    assert_eq!(tshark(&control.file).len(), 5);
 }
 
 #[test]
@@ -593,80 +607,6 @@ fn capture_to_standard_output_writes_a_pcap_that_tshark_reads() {
     );
 }
 
-/// The data-path cost of sampling, through BPF_PROG_TEST_RUN on one blocklisted frame: off,
-/// 1 in 1000 and 1 in 1 (at the default cap, as in a flood, and with the cap out of the way),
-/// measured in interleaved rounds so each setting sees the same machine. Prints a table; run
-/// with `cargo test --release --test capture -- --ignored --nocapture sampling_cost`.
-#[test]
-#[ignore = "a measurement, not a check: run by hand"]
-fn sampling_cost_per_packet() {
-    use filter_common::sample::{cpu_cap, SampleWord, DEFAULT_CAP, MAX_CPU_CAP};
-    use filter_common::sample::{STATE_LEASE, STATE_SAMPLE};
-    use filter_common::{ListKind, Reason};
-    use floodgate::lists::entries::parse_entry;
-    require_root();
-    let h = test_support::Harness::new().unwrap();
-    test_support::set_list(
-        h.pins(),
-        ListKind::Block,
-        &[parse_entry("198.18.0.64/26").unwrap()],
-    )
-    .unwrap();
-    let frame = test_support::udp_frame_from(IpAddr::V4(BLOCKED_A));
-    let cpus = aya::util::nr_cpus().map_err(|(_, e)| e).unwrap() as u32;
-    let word = |every: u32, cap: u32| {
-        SampleWord {
-            every,
-            readers: 1,
-            reasons: 1 << Reason::DroppedBlocklist as u32,
-            cpu_cap: cap,
-        }
-        .pack()
-    };
-    let settings = [
-        ("off", 0),
-        ("1 in 1000", word(1000, cpu_cap(DEFAULT_CAP, cpus))),
-        ("1 in 1, default cap", word(1, cpu_cap(DEFAULT_CAP, cpus))),
-        ("1 in 1, cap 65535/CPU", word(1, MAX_CPU_CAP)),
-    ];
-    let data = h.pins().open_map(filter_common::maps::STATE).unwrap();
-    let mut state = floodgate::state::raw::Mapped::<u64>::new(&data, true).unwrap();
-    let rounds = 15;
-    let repeat = 200_000;
-    let mut ns: Vec<Vec<f64>> = vec![Vec::new(); settings.len()];
-    for _ in 0..rounds {
-        for (i, (_, w)) in settings.iter().enumerate() {
-            state.set(
-                STATE_LEASE as usize,
-                floodgate::state::bans::now_ns() + 600_000_000_000,
-            );
-            state.set(STATE_SAMPLE as usize, *w);
-            let (action, t) = h.run(&frame, repeat).unwrap();
-            assert_eq!(action, test_support::XDP_DROP);
-            ns[i].push(t);
-        }
-    }
-    state.set(STATE_SAMPLE as usize, 0);
-    state.set(STATE_LEASE as usize, 0);
-    println!("\nsampling cost, blocklisted frame, {rounds} rounds x {repeat} runs: median (min-max) ns/packet; delta to off per round");
-    let off = ns[0].clone();
-    for ((label, _), v) in settings.iter().zip(&ns) {
-        let mut s = v.clone();
-        s.sort_by(f64::total_cmp);
-        let mut d: Vec<f64> = v.iter().zip(&off).map(|(a, b)| a - b).collect();
-        d.sort_by(f64::total_cmp);
-        println!(
-            "  {label:<22} {:>6.1} ({:.1}-{:.1})   delta {:+.1} ({:+.1}..{:+.1})",
-            s[s.len() / 2],
-            s[0],
-            s[s.len() - 1],
-            d[d.len() / 2],
-            d[0],
-            d[d.len() - 1]
-        );
-    }
-}
-
 #[test]
 fn the_samples_a_capture_gets_are_counted_as_written() {
     let lab = lab();
@@ -704,4 +644,57 @@ fn samples_over_the_cap_are_counted_as_capped_not_written() {
     // 40 datagrams sent within a second or two: at most a burst and a refill per CPU.
     assert!(written >= 1 && written <= 3 * cpus, "{after}");
     assert_eq!(tshark(&cap.file).len() as u64, written);
+}
+
+/// `STATE`, as the program reads it (no `status`, which would tidy it).
+fn state_words(lab: &Lab) -> Vec<u64> {
+    use aya::maps::{Array, Map};
+    let map = lab
+        .dir
+        .pins
+        .open_map(filter_common::maps::STATE)
+        .expect("STATE");
+    let state: Array<_, u64> = Array::try_from(Map::Array(map)).expect("an array");
+    (0..filter_common::maps::STATE_ENTRIES)
+        .map(|i| state.get(&i, 0).expect("a word"))
+        .collect()
+}
+
+#[test]
+fn the_program_itself_ends_sampling_once_a_killed_captures_lease_lapses() {
+    use filter_common::sample::{LEASE_NS, STATE_LEASE, STATE_SAMPLE};
+    let lab = lab();
+    let dir = TempDir::new("i8c-").unwrap();
+    let mut cap = Capture::start(&lab, &dir, "lapsed.pcap", &[]);
+    cap.signal(libc::SIGKILL);
+    cap.wait(Duration::from_secs(10));
+    assert_ne!(state_words(&lab)[STATE_SAMPLE as usize], 0, "still raised");
+    // No floodgate command runs meanwhile: only the program can end it.
+    std::thread::sleep(Duration::from_nanos(LEASE_NS) + Duration::from_millis(500));
+    send(&lab, &datagrams(BLOCKED_A, 1, 50000));
+    let words = state_words(&lab);
+    assert_eq!(words[STATE_SAMPLE as usize], 0, "{words:?}");
+    assert_eq!(words[STATE_LEASE as usize], 0, "{words:?}");
+}
+
+#[test]
+fn a_sampling_word_without_a_lease_is_ended_by_the_program() {
+    use aya::maps::{Array, Map};
+    use filter_common::sample::{STATE_LEASE, STATE_SAMPLE};
+    let lab = lab();
+    let dir = TempDir::new("i8c-").unwrap();
+    let mut cap = Capture::start(&lab, &dir, "nolease.pcap", &[]);
+    cap.signal(libc::SIGKILL);
+    cap.wait(Duration::from_secs(10));
+    // As a clearing by the program racing a republish could leave it: a word, lease 0.
+    let map = lab
+        .dir
+        .pins
+        .open_map(filter_common::maps::STATE)
+        .expect("STATE");
+    let mut state: Array<_, u64> = Array::try_from(Map::Array(map)).expect("an array");
+    state.set(STATE_LEASE, 0, 0).expect("lease");
+    assert_ne!(state_words(&lab)[STATE_SAMPLE as usize], 0);
+    send(&lab, &datagrams(BLOCKED_A, 1, 50100));
+    assert_eq!(state_words(&lab)[STATE_SAMPLE as usize], 0);
 }
