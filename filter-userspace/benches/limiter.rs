@@ -568,7 +568,7 @@ pub fn charts(p4: &Value) -> Vec<(&'static str, String, Vec<crate::timeline::Plo
                     ],
                 },
                 Plot {
-                    title: "the legitimate client (a known source) during the flood".into(),
+                    title: "the legitimate client (a known source) during the flood: what it lost, the receiving veth ring refused before any program saw it".into(),
                     unit: "packets per second".into(),
                     lines: vec![
                         Line::flat(

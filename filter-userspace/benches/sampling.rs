@@ -66,22 +66,33 @@ const SETTINGS: [Setting; 6] = [
     Setting {
         label: "1 in 1, cap at maximum",
         every: 1,
-        cap: u32::MAX,
+        cap: CAP_AT_MAXIMUM,
         short: false,
     },
     Setting {
         label: OFF_SHORT,
         every: 0,
-        cap: u32::MAX,
+        cap: CAP_AT_MAXIMUM,
         short: true,
     },
     Setting {
         label: "1 in 1, every packet recorded (cap at maximum, runs of 1000)",
         every: 1,
-        cap: u32::MAX,
+        cap: CAP_AT_MAXIMUM,
         short: true,
     },
 ];
+
+/// A setting's cap: the most the program counts (its 16-bit per-CPU cap on every online CPU).
+const CAP_AT_MAXIMUM: u32 = u32::MAX;
+
+fn cap_of(cap: u32) -> Result<u32> {
+    if cap != CAP_AT_MAXIMUM {
+        return Ok(cap);
+    }
+    let cpus = aya::util::online_cpus().map_err(|(_, e)| e)?.len() as u32;
+    Ok(filter_common::sample::MAX_CPU_CAP * cpus.max(1))
+}
 
 /// The reader's drain thread: records read so far, and the flag that ends it.
 struct Drain {
@@ -158,7 +169,7 @@ pub fn rows(b: &BenchObject, rounds: usize, repeat: u32, frame: &[u8]) -> Result
                 for i in 0..SETTINGS.len() {
                     let k = (i + round) % SETTINGS.len();
                     let st = SETTINGS[k];
-                    samples::configure(pins, Some(st.every), Some(st.cap))?;
+                    samples::configure(pins, Some(st.every), Some(cap_of(st.cap)?))?;
                     let before = drain.settled();
                     let (ns, packets) = if st.short {
                         // The maximum cap's bucket refills its burst (of a second) meanwhile.
