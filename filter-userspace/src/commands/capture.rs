@@ -5,15 +5,12 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::os::fd::AsFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use filter_common::sample::{sampleable, SampleRecord, RING_BYTES, SAMPLE_BYTES};
 use filter_common::Reason;
-use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::error::usage;
@@ -196,14 +193,7 @@ pub fn capture(
             text::path(file),
             reader.slot()
         );
-        let dup = reader
-            .ring()
-            .as_fd()
-            .try_clone_to_owned()
-            .context("cannot duplicate the ring's descriptor")?;
-        // SAFETY: the AsyncFd owns `dup`, open until the AsyncFd is dropped.
-        let fd = unsafe { AsyncFd::register_with_interest(dup, Interest::READABLE) }
-            .map_err(std::io::Error::from)?;
+        let fd = reader.readable()?;
         let deadline = duration.map(|d| Instant::now() + Duration::from_secs_f64(d));
         let mut renew = tokio::time::interval(Duration::from_secs(1));
         renew.tick().await;

@@ -6,7 +6,6 @@
 //! `observe::top`'s; this module only reads, prints and draws.
 
 use std::io::{IsTerminal, Write};
-use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,8 +18,6 @@ use ratatui::style::{Modifier, Style, Stylize};
 use ratatui::text::Line;
 use ratatui::widgets::{Block, Paragraph, Row, Sparkline, Table};
 use ratatui::{DefaultTerminal, Frame};
-use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::error::usage;
@@ -73,14 +70,7 @@ pub fn top(pins: &PinDir, interval: f64, json: bool, count: Option<u64>) -> Resu
         let mut reader = Reader::claim(pins, DROP_REASONS, false)?;
         drop(locked);
         let result = async {
-            let dup = reader
-                .ring()
-                .as_fd()
-                .try_clone_to_owned()
-                .context("cannot duplicate the ring's descriptor")?;
-            // SAFETY: the AsyncFd owns `dup`, open until the AsyncFd is dropped.
-            let fd = unsafe { AsyncFd::register_with_interest(dup, Interest::READABLE) }
-                .map_err(std::io::Error::from)?;
+            let fd = reader.readable()?;
             let mut top = Top::default();
             top.reading(first_at, top::totals(&first.counters));
             let mut now = sampling(pins)?;

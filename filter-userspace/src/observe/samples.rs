@@ -303,9 +303,25 @@ impl Reader {
         self.slot
     }
 
-    /// The ring, to wait on (epoll) and read.
+    /// The ring, to read.
     pub fn ring(&mut self) -> &mut RingBuf<MapData> {
         &mut self.ring
+    }
+
+    /// The ring's descriptor registered with the tokio runtime, to wait until it is readable.
+    pub fn readable(&mut self) -> Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
+        use std::os::fd::AsFd;
+        let dup = self
+            .ring
+            .as_fd()
+            .try_clone_to_owned()
+            .context("cannot duplicate the ring's descriptor")?;
+        // SAFETY: the AsyncFd owns `dup`, open until the AsyncFd is dropped.
+        let fd = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(dup, tokio::io::Interest::READABLE)
+        }
+        .map_err(std::io::Error::from)?;
+        Ok(fd)
     }
 
     /// Renew the lease (call every second or so); re-registers if the program let the lease
