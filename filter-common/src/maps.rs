@@ -121,7 +121,7 @@ pub const STATE_LAYOUT: u32 = 1;
 /// The layout of every map and the meaning of its values, as this build reads and writes
 /// them. Bump it whenever either changes: a controller refuses pins of another layout instead
 /// of writing words the pinned program would misread.
-pub const LAYOUT_VERSION: u64 = 5;
+pub const LAYOUT_VERSION: u64 = 6;
 
 /// The generation word in `STATE`.
 pub mod state {

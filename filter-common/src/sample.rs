@@ -149,7 +149,7 @@ pub const FAMILY_NONE: u8 = 0;
 pub const FAMILY_V4: u8 = 4;
 pub const FAMILY_V6: u8 = 6;
 
-/// One sampled packet, as the program writes it to a ring (200 bytes, no padding).
+/// One sampled packet, as the program writes it to a ring (208 bytes, no padding).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
 pub struct SampleRecord {
@@ -163,6 +163,10 @@ pub struct SampleRecord {
     /// Frame length on the wire, and the bytes of it in `data`.
     pub wire_len: u32,
     pub cap_len: u32,
+    /// The 1 in N this sample was taken at: how many drops it stands for (readers' estimates
+    /// weigh it by this, not by a setting read later).
+    pub every: u32,
+    pub reserved2: u32,
     /// `FAMILY_*`, and the transport protocol (0 for a frame that was not parsed).
     pub family: u8,
     pub proto: u8,
@@ -233,7 +237,7 @@ fn addr(family: u8, a: &[u8; 16]) -> Option<std::net::IpAddr> {
     }
 }
 
-const _: () = assert!(core::mem::size_of::<SampleRecord>() == 200);
+const _: () = assert!(core::mem::size_of::<SampleRecord>() == 208);
 
 #[cfg(test)]
 mod tests {

@@ -97,6 +97,7 @@ pub fn sample(ctx: &XdpContext, reason: Reason, id: u32) {
     c.countdown = every.saturating_sub(1);
     c.reason = reason as u32;
     c.id = id;
+    c.record.every = every;
     // SAFETY: the sampler returns the action of the verdict handed over in `SAMPLE_CPU`.
     unsafe {
         SAMPLER.tail_call(ctx, 0);
