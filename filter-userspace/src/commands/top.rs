@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use filter_common::sample::{SampleRecord, DROP_REASONS};
+use filter_common::sample::{SampleRecord, DROP_REASONS, RING_BYTES};
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Modifier, Style, Stylize};
@@ -61,6 +61,8 @@ pub fn top(pins: &PinDir, interval: f64, json: bool, count: Option<u64>) -> Resu
         // Signals first: a SIGTERM while the screen is taken must end through the restore.
         let mut int = signal(SignalKind::interrupt())?;
         let mut term = signal(SignalKind::terminate())?;
+        // A closed terminal (ssh gone) ends top as q does.
+        let mut hup = signal(SignalKind::hangup())?;
         // The first counter reading before the claim: every sample top gets belongs to a
         // drop counted after it.
         let first = collect(pins)?.ok_or_else(|| pins.not_loaded())?;
@@ -89,16 +91,9 @@ pub fn top(pins: &PinDir, interval: f64, json: bool, count: Option<u64>) -> Resu
             if let Some(s) = &mut screen {
                 s.draw(&snapshot)?;
             }
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                // What the ring holds now, each sample weighing the N in effect.
-                while let Some(item) = reader.ring().next() {
-                    let rec = SampleRecord::from_bytes(&item);
-                    drop(item);
-                    if let Some(s) = rec.and_then(|r| Sample::from_record(&r, u64::from(now.every)))
-                    {
-                        top.add(s);
-                    }
-                }
+                drain(&mut reader, &mut top);
                 let key = async {
                     match &mut keys {
                         Some(k) => k.recv().await,
@@ -109,10 +104,12 @@ pub fn top(pins: &PinDir, interval: f64, json: bool, count: Option<u64>) -> Resu
                     ready = fd.readable() => ready?.clear_ready(),
                     _ = renew.tick() => reader.renew()?,
                     _ = ticker.tick() => {
+                        // What is already in the ring belongs to this snapshot.
+                        drain(&mut reader, &mut top);
+                        now = sampling(pins)?;
                         let obs = collect(pins)?.ok_or_else(|| pins.not_loaded())?;
                         top.reading(monotonic_ns(), top::totals(&obs.counters));
                         snapshot = top.snapshot(now, TOP_ROWS);
-                        now = sampling(pins)?;
                         shown += 1;
                         match &mut screen {
                             Some(s) => s.draw(&snapshot)?,
@@ -132,6 +129,7 @@ pub fn top(pins: &PinDir, interval: f64, json: bool, count: Option<u64>) -> Resu
                     },
                     _ = int.recv() => break,
                     _ = term.recv() => break,
+                    _ = hup.recv() => break,
                 }
             }
             drop(screen);
@@ -142,6 +140,24 @@ pub fn top(pins: &PinDir, interval: f64, json: bool, count: Option<u64>) -> Resu
         result?;
         released.context("cannot end this reader's sampling")
     })
+}
+
+/// Add what the ring holds to `top`, each sample weighing the 1 in N it was taken at (the
+/// program writes it in the record: a capture raising sampling meanwhile changes no weight).
+fn drain(reader: &mut Reader, top: &mut Top) {
+    // At most one ring's worth: a flood refilling it as fast as it is read never keeps top
+    // from its keys, signals and redraws.
+    let most = RING_BYTES as usize / std::mem::size_of::<SampleRecord>();
+    for _ in 0..most {
+        let Some(item) = reader.ring().next() else {
+            break;
+        };
+        let rec = SampleRecord::from_bytes(&item);
+        drop(item);
+        if let Some(s) = rec.and_then(|r| Sample::from_record(&r, u64::from(r.every))) {
+            top.add(s);
+        }
+    }
 }
 
 /// What a key press asks for.
@@ -176,7 +192,14 @@ struct Screen {
 impl Screen {
     /// The screen, and the keys pressed on it.
     fn open() -> Result<(Screen, tokio::sync::mpsc::UnboundedReceiver<Key>)> {
-        let terminal = ratatui::try_init().context("cannot take the terminal")?;
+        let terminal = match ratatui::try_init() {
+            Ok(t) => t,
+            Err(e) => {
+                // try_init may have turned raw mode on before it failed: give it back.
+                let _ = ratatui::try_restore();
+                return Err(anyhow::Error::new(e).context("cannot take the terminal"));
+            }
+        };
         let (tx, keys) = tokio::sync::mpsc::unbounded_channel();
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
@@ -275,32 +298,39 @@ pub fn render(f: &mut Frame, s: &Snapshot) {
         Constraint::Percentage(28),
     ])
     .areas(tables);
-    let header = |name: &'static str| {
-        Row::new([
-            name.to_string(),
-            format!("{:>8}", "SAMPLES"),
-            format!("{:>10}", "EST. PKTS"),
-        ])
-        .style(Style::new().add_modifier(Modifier::BOLD))
-    };
-    let widths = [
-        Constraint::Min(12),
-        Constraint::Length(8),
-        Constraint::Length(10),
-    ];
-    let table = |title: &'static str, head: &'static str, rows: Vec<[String; 3]>| {
-        // Numbers right-aligned under their headings.
-        let rows = rows
-            .into_iter()
-            .map(|[k, n, e]| Row::new([k, format!("{n:>8}"), format!("{e:>10}")]));
+    let table = |title: &'static str, head: &'static str, area: Rect, rows: Vec<[String; 3]>| {
+        // The numbers whole, in columns as wide as their longest; the key gets the rest, and
+        // what does not fit of it is cut with a visible `~` (never a shorter, plausible value).
+        let width = |i: usize, min: &str| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain([min.len()])
+                .max()
+                .unwrap_or(0)
+        };
+        let (nw, ew) = (width(1, "SAMPLES"), width(2, "EST. PKTS"));
+        let kw = usize::from(area.width.saturating_sub(2)).saturating_sub(nw + ew + 2);
+        let row = |k: &str, n: &str, e: &str| {
+            Row::new([elide(k, kw), format!("{n:>nw$}"), format!("{e:>ew$}")])
+        };
+        let header =
+            row(head, "SAMPLES", "EST. PKTS").style(Style::new().add_modifier(Modifier::BOLD));
+        let rows: Vec<Row> = rows.iter().map(|[k, n, e]| row(k, n, e)).collect();
+        let widths = [
+            Constraint::Length(kw as u16),
+            Constraint::Length(nw as u16),
+            Constraint::Length(ew as u16),
+        ];
         Table::new(rows, widths)
-            .header(header(head))
+            .column_spacing(1)
+            .header(header)
             .block(Block::bordered().title(title))
     };
     f.render_widget(
         table(
             " top sources ",
             "SOURCE",
+            sources,
             s.sources
                 .iter()
                 .map(|r| {
@@ -318,6 +348,7 @@ pub fn render(f: &mut Frame, s: &Snapshot) {
         table(
             " top prefixes ",
             "PREFIX",
+            prefixes,
             s.prefixes
                 .iter()
                 .map(|r| {
@@ -335,6 +366,7 @@ pub fn render(f: &mut Frame, s: &Snapshot) {
         table(
             " top destination ports ",
             "PORT",
+            ports,
             s.ports
                 .iter()
                 .map(|r| {
@@ -350,8 +382,24 @@ pub fn render(f: &mut Frame, s: &Snapshot) {
     );
 }
 
-/// Columns of a reason's numbers (the sparkline follows).
+/// Columns of a reason's numbers (the sparkline follows), and of the short form a narrow
+/// terminal gets (rate, samples, estimate), so that the sparkline keeps room.
 const REASON_TEXT: u16 = 76;
+const REASON_TEXT_SHORT: u16 = 50;
+/// Below this width the short form.
+const WIDE: u16 = REASON_TEXT + 24;
+
+/// `s` in at most `width` characters: whole, or cut with a `~` at the end.
+fn elide(s: &str, width: usize) -> String {
+    if s.chars().count() <= width {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(width.saturating_sub(1)).collect();
+    if width > 0 {
+        out.push('~');
+    }
+    out
+}
 
 /// The reasons: exact rates from the counters, samples and estimates, and a sparkline of
 /// each reason's rate history.
@@ -365,14 +413,26 @@ fn render_reasons(f: &mut Frame, area: Rect, s: &Snapshot) {
     let mut rows = vec![Constraint::Length(1); s.reasons.len() + 1];
     rows.push(Constraint::Min(0));
     let lines = Layout::vertical(rows).split(inner);
-    let cols = |r: Rect| {
-        Layout::horizontal([Constraint::Length(REASON_TEXT), Constraint::Min(0)]).areas(r)
+    let wide = inner.width >= WIDE;
+    let text_width = if wide { REASON_TEXT } else { REASON_TEXT_SHORT };
+    let cols =
+        |r: Rect| Layout::horizontal([Constraint::Length(text_width), Constraint::Min(0)]).areas(r);
+    let columns = |reason: &str, rate: &str, window: &str, total: &str, n: &str, e: &str| {
+        if wide {
+            format!("{reason:<20} {rate:>9} {window:>10} {total:>12} {n:>8} {e:>10}")
+        } else {
+            format!("{reason:<20} {rate:>9} {n:>8} {e:>10}")
+        }
     };
     let [text, spark] = cols(lines[0]);
     f.render_widget(
-        Line::from(format!(
-            "{:<20} {:>9} {:>10} {:>12} {:>8} {:>10}",
-            "REASON", "PKTS/S", "IN WINDOW", "TOTAL", "SAMPLES", "EST. PKTS"
+        Line::from(columns(
+            "REASON",
+            "PKTS/S",
+            "IN WINDOW",
+            "TOTAL",
+            "SAMPLES",
+            "EST. PKTS",
         ))
         .bold(),
         text,
@@ -381,14 +441,13 @@ fn render_reasons(f: &mut Frame, area: Rect, s: &Snapshot) {
     for (row, line) in s.reasons.iter().zip(lines.iter().skip(1)) {
         let [text, spark] = cols(*line);
         f.render_widget(
-            Line::from(format!(
-                "{:<20} {:>9} {:>10} {:>12} {:>8} {:>10}",
+            Line::from(columns(
                 row.reason,
-                rate(row.packets_per_second),
-                row.packets_in_window,
-                row.packets_total,
-                row.samples,
-                row.estimated_packets
+                &rate(row.packets_per_second),
+                &row.packets_in_window.to_string(),
+                &row.packets_total.to_string(),
+                &row.samples.to_string(),
+                &row.estimated_packets.to_string(),
             )),
             text,
         );
@@ -479,6 +538,38 @@ mod tests {
         assert!(screen.contains("198.18.0.0/24"), "{screen}");
         assert!(screen.contains("7000/udp"), "{screen}");
         assert!(screen.contains("an estimate"), "{screen}");
+    }
+
+    #[test]
+    fn an_80_column_terminal_shows_whole_numbers_and_marks_what_it_cuts() {
+        let mut s = snapshot();
+        s.sources[0].source = "2001:db8:99:0:1234:5678:9abc:def0".into();
+        s.sources[0].estimated_packets = 1_234_567;
+        let (lines, _) = drawn(80, 24, &s);
+        let screen = lines.join("\n");
+        // Numbers are never cut.
+        assert!(screen.contains("1234567"), "{screen}");
+        assert!(screen.contains("42000"), "{screen}");
+        // An address that does not fit ends in `~`, never as another plausible address.
+        assert!(
+            screen.contains("198.18.0.0/24") || screen.contains("198.18.0~"),
+            "{screen}"
+        );
+        assert!(
+            !screen.contains("2001:db8:99:0:1234:5678:9abc:def0"),
+            "{screen}"
+        );
+        assert!(screen.contains('~'), "{screen}");
+        // The short reason form leaves the sparkline room.
+        let head = lines.iter().find(|l| l.contains("REASON")).unwrap();
+        assert!(head.contains("RATE HISTORY"), "{head}");
+    }
+
+    #[test]
+    fn elide_keeps_what_fits_and_marks_a_cut() {
+        assert_eq!(elide("198.18.0.0/24", 13), "198.18.0.0/24");
+        assert_eq!(elide("198.18.0.0/24", 10), "198.18.0.~");
+        assert_eq!(elide("abc", 0), "");
     }
 
     #[test]

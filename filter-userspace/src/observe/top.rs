@@ -130,6 +130,16 @@ pub struct ReasonRow {
     pub history: Vec<f64>,
 }
 
+/// What a counter grew by from `prev` to `now`. A counter that went back was reset (an
+/// interface attached anew starts its slot at zero): it grew by all it holds now.
+fn grown(prev: u64, now: u64) -> u64 {
+    if now >= prev {
+        now - prev
+    } else {
+        now
+    }
+}
+
 /// What `top` shows at one moment; `--json` prints it as it is.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Snapshot {
@@ -188,12 +198,10 @@ impl Top {
         if let Some((prev_at, prev)) = self.readings.back() {
             let secs = at_ns.saturating_sub(*prev_at) as f64 / NS as f64;
             for (reason, h) in &mut self.history {
-                // A counter that went back (the filter was loaded anew) counts from zero.
-                let delta = totals
-                    .get(reason)
-                    .copied()
-                    .unwrap_or(0)
-                    .saturating_sub(prev.get(reason).copied().unwrap_or(0));
+                let delta = grown(
+                    prev.get(reason).copied().unwrap_or(0),
+                    totals.get(reason).copied().unwrap_or(0),
+                );
                 h.push_back(if secs > 0.0 { delta as f64 / secs } else { 0.0 });
                 if h.len() > HISTORY_LEN {
                     h.pop_front();
@@ -258,7 +266,6 @@ impl Top {
         })
         .collect();
         let last = self.readings.back();
-        let first = self.readings.front();
         let interval_seconds = match self.readings.len() {
             n if n >= 2 => (now_ns - self.readings[n - 2].0) as f64 / NS as f64,
             _ => 0.0,
@@ -273,7 +280,12 @@ impl Top {
                 ReasonRow {
                     reason: reason.name(),
                     packets_per_second: history.last().copied().unwrap_or(0.0),
-                    packets_in_window: counter(last, reason).saturating_sub(counter(first, reason)),
+                    packets_in_window: self
+                        .readings
+                        .iter()
+                        .zip(self.readings.iter().skip(1))
+                        .map(|(a, b)| grown(counter(Some(a), reason), counter(Some(b), reason)))
+                        .sum(),
                     packets_total: counter(last, reason),
                     samples: mine.clone().count() as u64,
                     estimated_packets: mine.map(|s| s.weight).sum(),
@@ -472,6 +484,25 @@ mod tests {
         assert_eq!(s.sources[0].source, "198.18.0.77");
         // Measured from the reading at 2 s, the newest at or before the window's start (12 - 10).
         assert_eq!(s.reasons[0].packets_in_window, 20);
+    }
+
+    #[test]
+    fn a_counter_that_went_back_was_reset_and_counts_what_it_holds() {
+        let mut t = Top::default();
+        let totals = |n: u64| Totals::from([(Reason::DroppedBlocklist, n)]);
+        t.reading(0, totals(1000));
+        t.reading(NS, totals(2000));
+        // Detached and attached again: the slot starts from zero.
+        t.reading(2 * NS, totals(300));
+        t.reading(3 * NS, totals(1300));
+        let s = t.snapshot(Sampling::default(), 10);
+        let row = s
+            .reasons
+            .iter()
+            .find(|r| r.reason == "dropped-blocklist")
+            .unwrap();
+        assert_eq!(row.history, vec![1000.0, 300.0, 1000.0]);
+        assert_eq!(row.packets_in_window, 1000 + 300 + 1000);
     }
 
     #[test]
