@@ -205,7 +205,7 @@ pub fn rows(b: &BenchObject, rounds: usize, repeat: u32, frame: &[u8]) -> Result
         let k = SETTINGS.iter().position(|s| s.label == label).unwrap();
         tallies[k].ns.clone()
     };
-    let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)? as u32;
+    let cpus = aya::util::online_cpus().map_err(|(_, e)| e)?.len() as u32;
     println!(
         "\nP1  sampled drop events: blocklisted IPv4 frame through floodgate, a reader holding a slot and draining its ring on the other CPU ({rounds} rounds; {repeat} runs, or {SHORT_RUNS} x {SHORT_RUN}; median (min-max); against sampling off in the same round)"
     );

@@ -38,8 +38,12 @@ pub fn render(s: &samples::SamplingStatus) -> String {
         (n, e) => format!("1 in {e}, {n} reader(s)"),
     };
     let t = &s.samples;
+    let setting = match s.every {
+        0 => "off for readers that do not raise it".to_string(),
+        n => format!("1 in {n} drops"),
+    };
     format!(
-        "sampling: 1 in {} drops, at most {} records/s; now {now}; since load {} samples written, {} refused by the cap, {} lost to a full ring",
-        s.every, s.cap_per_second, t.written, t.capped, t.lost
+        "sampling: {setting}, at most {} records/s; now {now}; since load {} records written, {} samples refused by the cap, {} records lost to a full ring",
+        s.cap_per_second, t.written, t.capped, t.lost
     )
 }

@@ -33,6 +33,8 @@ const HEADER_DEADLINE: Duration = Duration::from_secs(2);
 /// The longest one connection is served, keep-alive included: a client that pipelines
 /// requests and never reads the answers cannot keep its slot.
 const CONNECTION_DEADLINE: Duration = Duration::from_secs(30);
+/// How long a connection past its deadline gets to finish the answer under way.
+const CLOSING_GRACE: Duration = Duration::from_secs(5);
 /// Scrapes within this of a reading share it: many scrapers (or one hammering) cost one
 /// reading of the filter, not one each.
 const READING_REUSED_FOR: Duration = Duration::from_secs(1);
@@ -94,12 +96,20 @@ pub async fn serve(listener: TcpListener, pins: PinDir, health: Health) {
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_DEADLINE)
                 .serve_connection(TokioIo::new(stream), service);
-            match tokio::time::timeout(CONNECTION_DEADLINE, conn).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => debug!("metrics: connection from {peer}: {e}"),
-                Err(_) => {
-                    debug!("metrics: connection from {peer} closed after {CONNECTION_DEADLINE:?}")
+            let mut conn = std::pin::pin!(conn);
+            let served = tokio::select! {
+                r = conn.as_mut() => r,
+                () = tokio::time::sleep(CONNECTION_DEADLINE) => {
+                    // Finish the answer under way (a scrape is not cut in half), then close;
+                    // a client that does not read it gets a little longer, not forever.
+                    conn.as_mut().graceful_shutdown();
+                    tokio::time::timeout(CLOSING_GRACE, conn.as_mut())
+                        .await
+                        .unwrap_or(Ok(()))
                 }
+            };
+            if let Err(e) = served {
+                debug!("metrics: connection from {peer}: {e}");
             }
             drop(permit);
         });

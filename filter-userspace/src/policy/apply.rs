@@ -489,8 +489,12 @@ fn refuse_mode_changes(
         return Ok(());
     }
     for link in links {
+        // A link without a record, or filtering an interface of another namespace, has no
+        // mode to compare.
         if want.names.contains(&link.name)
             && link.state == crate::state::attach::LinkState::Attached
+            && link.present
+            && matches!(link.mode, "native" | "skb")
             && link.mode != want.mode
         {
             let shown = crate::text::name(&link.name);
