@@ -296,3 +296,36 @@ fn top_of_an_unloaded_filter_says_so() {
         "{out:?}"
     );
 }
+
+#[test]
+fn samples_a_capture_raised_weigh_one_drop_each_in_tops_estimates() {
+    let lab = lab();
+    lab.ok(&["sampling", "--every", "100"]);
+    let mut top = Running::start(&lab, &["top", "--json", "--count", "3"]);
+    wait_readers(&lab, 1);
+    // Raised to every drop after top has read the setting (1 in 100).
+    let dir = TempDir::new("i8t-").expect("temp dir");
+    let file = dir.path.join("raised.pcap");
+    let total = (TOP_SENT + OTHER_SENT).to_string();
+    let mut capture = Running::start(
+        &lab,
+        &[
+            "capture",
+            "-w",
+            file.to_str().expect("utf-8"),
+            "--count",
+            &total,
+        ],
+    );
+    wait_readers(&lab, 2);
+    send_both(&lab);
+    let (code, _, err) = capture.finish(Duration::from_secs(10));
+    assert_eq!(code, 0, "capture failed: {err:?}");
+    let (code, out, err) = top.finish(Duration::from_secs(20));
+    assert_eq!(code, 0, "top failed: {err:?}");
+    let last: Value = serde_json::from_str(out.last().expect("a snapshot")).expect("JSON");
+    // Every drop was sampled (the capture raised it): each sample stands for one drop, not
+    // for the 100 of the setting.
+    assert_eq!(last["samples"], TOP_SENT + OTHER_SENT, "{last}");
+    assert_eq!(last["estimated_packets"], TOP_SENT + OTHER_SENT, "{last}");
+}
