@@ -698,3 +698,59 @@ fn a_sampling_word_without_a_lease_is_ended_by_the_program() {
     send(&lab, &datagrams(BLOCKED_A, 1, 50100));
     assert_eq!(state_words(&lab)[STATE_SAMPLE as usize], 0);
 }
+
+#[test]
+fn a_capture_refused_for_want_of_a_slot_leaves_its_file_alone() {
+    let lab = lab();
+    let dir = TempDir::new("i8c-").unwrap();
+    let mut held: Vec<Capture> = (0..4)
+        .map(|i| Capture::start(&lab, &dir, &format!("held{i}.pcap"), &["--duration", "8"]))
+        .collect();
+    assert_eq!(sampling(&lab)["readers"], 4);
+    let kept = dir.write("kept.pcap", "an earlier capture\n").unwrap();
+    let out = lab.floodgate(
+        &["capture", "-w", kept.to_str().unwrap(), "--count", "1"],
+        &[],
+    );
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("readers are taking samples"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(&kept).unwrap(),
+        "an earlier capture\n"
+    );
+    for c in &mut held {
+        c.signal(libc::SIGTERM);
+        assert_eq!(c.wait(Duration::from_secs(10)), 0, "{:?}", c.log);
+    }
+}
+
+#[test]
+fn sighup_ends_a_capture_as_ctrl_c_does() {
+    let lab = lab();
+    let dir = TempDir::new("i8c-").unwrap();
+    let before = sampling(&lab);
+    let mut cap = Capture::start(&lab, &dir, "hup.pcap", &[]);
+    send(&lab, &datagrams(BLOCKED_A, 3, 51000));
+    cap.signal(libc::SIGHUP);
+    assert_eq!(cap.wait(Duration::from_secs(10)), 0, "{:?}", cap.log);
+    assert!(
+        cap.log.iter().any(|l| l.contains("3 frames written")),
+        "{:?}",
+        cap.log
+    );
+    assert_eq!(sampling(&lab), before);
+}
+
+#[test]
+fn a_cap_beyond_what_the_program_counts_is_refused_and_changes_nothing() {
+    let lab = lab();
+    let before = sampling(&lab);
+    let out = lab.floodgate(&["sampling", "--cap", "1000000"], &[]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("per CPU"), "{}", out.stderr);
+    assert_eq!(sampling(&lab), before);
+}

@@ -407,3 +407,32 @@ fn a_metrics_port_in_use_is_a_runtime_error_naming_the_address() {
     assert!(status["policy"]["source"].is_null(), "{status}");
     drop(taken);
 }
+
+#[test]
+fn idle_connections_do_not_keep_scrapes_out() {
+    let lab = lab();
+    let dir = TempDir::new("i8mpolicy-").expect("temp dir");
+    let config = policy(&dir);
+    let port = free_port(&lab);
+    let d = daemon(&lab, &config, port);
+    // More connections than the server serves at once, each sending nothing (as a stuck or
+    // hostile client would); held open until the scrape below is answered.
+    let idle = in_netns(lab.net.a.path(), move || {
+        (0..80)
+            .map(|_| TcpStream::connect(("127.0.0.1", port)))
+            .collect::<std::io::Result<Vec<_>>>()
+    })
+    .expect("netns thread")
+    .expect("idle connections");
+    let started = std::time::Instant::now();
+    let reply = http_get(&lab, port, "/metrics", None);
+    assert_eq!(reply.status, 200);
+    // Idle slots are given back after the 2 s allowed for a request head, not after 10.
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(idle);
+    stop(d);
+}
