@@ -223,14 +223,12 @@ fn top_json_rates_add_up_to_what_was_sent() {
     }
 }
 
-#[test]
-fn top_and_a_capture_at_once_both_get_every_sample() {
-    let lab = lab();
-    let dir = TempDir::new("i8t-").expect("temp dir");
-    let file = dir.path.join("both.pcap");
+/// A capture into DIR/NAME of as many frames as `send_both` sends.
+fn capture_all_sent(lab: &Lab, dir: &TempDir, name: &str) -> Running {
+    let file = dir.path.join(name);
     let total = (TOP_SENT + OTHER_SENT).to_string();
-    let mut capture = Running::start(
-        &lab,
+    Running::start(
+        lab,
         &[
             "capture",
             "-w",
@@ -238,14 +236,21 @@ fn top_and_a_capture_at_once_both_get_every_sample() {
             "--count",
             &total,
         ],
-    );
+    )
+}
+
+#[test]
+fn top_and_a_capture_at_once_both_get_every_sample() {
+    let lab = lab();
+    let dir = TempDir::new("i8t-").expect("temp dir");
+    let mut capture = capture_all_sent(&lab, &dir, "both.pcap");
     wait_readers(&lab, 1);
     let snapshots = top_while_sending(&lab, 2, 1);
     let (code, _, err) = capture.finish(Duration::from_secs(10));
     assert_eq!(code, 0, "capture failed: {err:?}");
     assert!(
         err.iter()
-            .any(|l| l.contains(&format!("{total} frames written"))),
+            .any(|l| l.contains(&format!("{} frames written", TOP_SENT + OTHER_SENT))),
         "{err:?}"
     );
     let last = snapshots.last().expect("a snapshot");
@@ -305,18 +310,7 @@ fn samples_a_capture_raised_weigh_one_drop_each_in_tops_estimates() {
     wait_readers(&lab, 1);
     // Raised to every drop after top has read the setting (1 in 100).
     let dir = TempDir::new("i8t-").expect("temp dir");
-    let file = dir.path.join("raised.pcap");
-    let total = (TOP_SENT + OTHER_SENT).to_string();
-    let mut capture = Running::start(
-        &lab,
-        &[
-            "capture",
-            "-w",
-            file.to_str().expect("utf-8"),
-            "--count",
-            &total,
-        ],
-    );
+    let mut capture = capture_all_sent(&lab, &dir, "raised.pcap");
     wait_readers(&lab, 2);
     send_both(&lab);
     let (code, _, err) = capture.finish(Duration::from_secs(10));
